@@ -1,0 +1,32 @@
+# qzoo: every set-up step a fresh machine needs lives here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+# torch is pinned to 2.13.0 in pyproject.toml (a local CPU wheel on our machines).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The main job: train DQN on CartPole-v1 until an evaluation averages >= 475 over 20 episodes,
+# then evaluate the best checkpoint on 20 fresh episodes and print the score.
+demo: install
+	@run=runs/demo-cartpole-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/qzoo train --env CartPole-v1 --until-solved -n 100000 --seed 0 --run-dir $$run && \
+	$(BIN)/qzoo evaluate $$run --best --episodes 20
+
+# Every tier: unit, integration, learning and Atari tests (about 5 minutes on 2 cores).
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

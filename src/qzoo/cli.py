@@ -1,0 +1,258 @@
+"""The command line: ``main(argv) -> int`` parses, then calls one function per command.
+
+Every user mistake is a ``QzooError``: one line on stderr, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from qzoo.errors import QzooError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line, like every other qzoo error."""
+
+    def error(self, message: str):
+        raise QzooError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qzoo", description="Train, evaluate and watch Deep Q-Network agents.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train an agent; writes a run folder")
+    train.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
+    train.add_argument("--algo", default="dqn", choices=["dqn"], help="algorithm (default: dqn)")
+    train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
+    train.add_argument("--seed", type=int, help="random seed (sets seed; default 0)")
+    train.add_argument("--run-dir", help="run folder to write (default: runs/<algo>-<env>-s<seed>-<time>)")
+    train.add_argument("--runs-root", default="runs", help="where default run folders go (default: runs)")
+    train.add_argument("-c", "--config", help="YAML file of hyperparameters: flat, or keyed by env id (RL-Zoo dqn.yml)")
+    train.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override hyperparameters")
+    train.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE", help="arguments for gymnasium.make")
+    train.add_argument("--until-solved", action="store_true",
+                       help="stop once an evaluation reaches the env's reward threshold (sets stop_reward)")
+    train.add_argument("--dry-run", action="store_true", help="resolve and print the config; train nothing")
+    train.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a trained agent on full episodes")
+    evaluate.add_argument("run", help="run folder or model file")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
+    evaluate.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i (default 0)")
+    evaluate.add_argument("--epsilon", type=float, help="random-action probability (default: the run's eval_epsilon)")
+    evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the final model")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    enjoy = sub.add_parser("enjoy", help="watch a trained agent play (a window, or PNG frames without a screen)")
+    enjoy.add_argument("run", help="run folder or model file")
+    enjoy.add_argument("--episodes", type=int, default=1)
+    enjoy.add_argument("--seed", type=int, default=0)
+    enjoy.add_argument("--max-steps", type=int, default=5_000, help="stop after this many env steps")
+    enjoy.add_argument("--frames-dir", help="write PNG frames here (default without a screen: RUN/enjoy)")
+    enjoy.add_argument("--best", action="store_true")
+
+    info = sub.add_parser("info", help="what a run folder holds")
+    info.add_argument("run", help="run folder or model file")
+    info.add_argument("--json", action="store_true")
+
+    presets = sub.add_parser("presets", help="list the built-in presets and the hyperparameters")
+    presets.add_argument("--json", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    from qzoo import config as cfg
+    from qzoo.buffer import check_fits
+    from qzoo.dqn import DQN
+    from qzoo.envs import env_spec, family
+    from qzoo.runs import RunRecorder, default_run_dir
+
+    overrides = cfg.parse_assignments(args.set, "--set")
+    if args.steps is not None:
+        overrides["n_timesteps"] = args.steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.until_solved:
+        threshold = env_spec(args.env).reward_threshold
+        if threshold is None:
+            raise QzooError(f"{args.env} has no reward threshold; use --set stop_reward=VALUE")
+        overrides["stop_reward"] = float(threshold)
+    env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
+    config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs)
+    if not args.json:
+        for note in notes:
+            print(f"qzoo: {note}", file=sys.stderr)
+
+    agent = DQN(args.env, config)
+    replay = agent.replay_bytes()
+    if args.dry_run:
+        report = {
+            "env_id": args.env, "algo": args.algo, "config": config.to_dict(), "notes": notes,
+            "network": agent.network_kind, "obs_shape": list(agent.obs_shape), "n_actions": agent.n_actions,
+            "replay_bytes": replay, "replay_bytes_per_transition": replay / config.buffer_size,
+        }
+        _print(report, args.json)
+        return 0
+    check_fits(replay)  # before the run folder exists and before anything is allocated
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.runs_root, args.algo, args.env, config.seed)
+    recorder = RunRecorder(run_dir, agent, argv, notes, progress=False if args.no_progress or args.json else None)
+    status = "finished"
+    try:
+        agent.learn(recorder=recorder)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        recorder.finish(agent, status)
+    report = {"run_dir": str(run_dir), "env_id": args.env, "steps": agent.num_timesteps,
+              "episodes": agent.num_episodes, "status": status, "best": recorder.meta.get("best"),
+              "weights_sha256": agent.weights_sha256()}
+    _print(report, args.json, f"run saved in {run_dir} ({agent.num_timesteps} env steps, {status})")
+    return EXIT_INTERRUPTED if status == "interrupted" else 0
+
+
+def _load_agent(target: str, best: bool = False):
+    from qzoo.dqn import DQN
+    from qzoo.runs import find_model
+
+    path = find_model(target, best)
+    return DQN.load(path, device="cpu" if os.environ.get("QZOO_FORCE_CPU") else "auto"), path
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise QzooError("--episodes must be >= 1")
+    if args.epsilon is not None and not 0 <= args.epsilon <= 1:
+        raise QzooError("--epsilon must be in [0, 1]")
+    agent, path = _load_agent(args.run, args.best)
+    stats = agent.evaluate(args.episodes, seed=args.seed, epsilon=args.epsilon)
+    report = {"env_id": agent.env_id, "model": str(path), "steps": agent.num_timesteps, **stats.to_dict()}
+    _print(report, args.json,
+           f"{agent.env_id}: mean {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} episodes; "
+           f"result (mean - std) = {stats.result:.2f}")
+    return 0
+
+
+def cmd_enjoy(args: argparse.Namespace) -> int:
+    import cv2
+
+    from qzoo.dqn import env_options
+    from qzoo.envs import make_env
+
+    agent, path = _load_agent(args.run, args.best)
+    has_screen = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and not args.frames_dir
+    env = make_env(agent.env_id, env_options(agent.config), training=False,
+                   render_mode="human" if has_screen else "rgb_array")
+    frames_dir = None
+    if not has_screen:
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir / "enjoy"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    steps = 0
+    for episode in range(args.episodes):
+        obs, _ = env.reset(seed=args.seed + episode)
+        total, done = 0.0, False
+        while not done and steps < args.max_steps:
+            if frames_dir is not None:
+                frame = env.render()
+                cv2.imwrite(str(frames_dir / f"ep{episode:02d}_{steps:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            obs, reward, terminated, truncated, _ = env.step(agent.greedy_action(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        print(f"episode {episode}: return {total:.1f}")
+    env.close()
+    if frames_dir is not None:
+        print(f"no screen: wrote {steps} frames to {frames_dir}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from qzoo.dqn import read_model_file
+    from qzoo.networks import state_dict_sha256
+    from qzoo.runs import find_model, read_meta
+
+    path = find_model(args.run)
+    state = read_model_file(path)
+    # The fingerprint comes from the saved tensors alone; no env is built for it.
+    digest = state_dict_sha256(state["q_net"])
+    run_dir = Path(args.run) if Path(args.run).is_dir() else None
+    meta = read_meta(run_dir) if run_dir else {}
+    report = {
+        "env_id": state["env_id"], "algo": state["algo"], "steps": state["num_timesteps"],
+        "episodes": state["num_episodes"], "gradient_steps": state["num_updates"], "weights_sha256": digest,
+        "model": str(path), "status": meta.get("status"), "best": meta.get("best"), "config": state["config"],
+    }
+    if args.json:
+        _print(report, True)
+    else:
+        for key in ("env_id", "algo", "steps", "episodes", "gradient_steps", "status", "best", "weights_sha256", "model"):
+            print(f"{key}: {report[key]}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from qzoo import config as cfg
+
+    presets = cfg.builtin_presets()
+    if args.json:
+        _print({"presets": presets, "defaults": cfg.DQNConfig().to_dict()}, True)
+        return 0
+    print("Presets (env id or family; lookup: env id -> atari -> defaults):")
+    for key, values in presets.items():
+        print(f"  {key:32s} n_timesteps={int(values.get('n_timesteps', cfg.DQNConfig.n_timesteps)):,}")
+    print("\nHyperparameters (defaults):")
+    for name, default, help in cfg.describe_fields():
+        print(f"  {name:26s} {str(default):10s} {help}")
+    return 0
+
+
+def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> None:
+    if as_json:
+        print(json.dumps(report, default=str))
+    elif line is not None:
+        print(line)
+    else:
+        for key, value in report.items():
+            print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "train":
+            return cmd_train(args, argv)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        if args.command == "enjoy":
+            return cmd_enjoy(args)
+        if args.command == "info":
+            return cmd_info(args)
+        return cmd_presets(args)
+    except QzooError as exc:
+        print(f"qzoo: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("qzoo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry_point() -> None:
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `qzoo presets | head`
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,383 @@
+"""Hyperparameters as data: one frozen dataclass of defaults, YAML presets that hold only what differs.
+
+Resolution order (later wins): dataclass defaults -> preset for the env (env id, else its family such as
+``atari``) -> the user's ``-c FILE`` -> ``--set KEY=VALUE`` overrides. Names follow Stable-Baselines3 /
+RL-Zoo so that their YAML files load. Loading is strict: an unknown key is an error naming the valid
+ones, a value of the wrong type is an error, and nothing is ever ``eval``ed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from qzoo.errors import QzooError
+
+
+def _param(default: Any, help: str, kind: str, choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with its help text, its value kind and, for strings, the allowed values."""
+    meta = {"help": help, "kind": kind, "choices": choices}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Every hyperparameter of a DQN run. Intervals count env steps (agent steps, after frame skip)."""
+
+    n_timesteps: int = _param(100_000, "env steps to train for", "int")
+    learning_rate: float = _param(1e-4, "optimizer step size (SB3 default)", "float")
+    buffer_size: int = _param(1_000_000, "replay memory capacity, in transitions", "int")
+    learning_starts: int = _param(100, "env steps of experience collected before the first gradient step", "int")
+    batch_size: int = _param(32, "transitions per minibatch (Mnih 2015: 32)", "int")
+    tau: float = _param(1.0, "target update coefficient: 1 copies the online network, <1 is Polyak averaging", "float")
+    gamma: float = _param(0.99, "discount factor", "float")
+    train_freq: int = _param(4, "env steps between two training phases (Mnih 2015: 4)", "int")
+    gradient_steps: int = _param(1, "gradient steps per training phase; -1 means one per env step collected", "int")
+    target_update_interval: int = _param(10_000, "env steps between two target network updates (C)", "int")
+    exploration_fraction: float = _param(0.1, "fraction of n_timesteps over which epsilon decays linearly", "float")
+    exploration_initial_eps: float = _param(1.0, "epsilon at the first step", "float")
+    exploration_final_eps: float = _param(0.05, "epsilon after the decay", "float")
+    max_grad_norm: float = _param(10.0, "gradient-norm clipping threshold (SB3 default)", "float")
+    double_q: bool = _param(True, "Double DQN target (van Hasselt et al. 2016)", "bool")
+    loss: str = _param("huber", "TD loss", "str", ("huber", "mse"))
+    optimizer: str = _param("adam", "optimizer (rmsprop uses Mnih 2015's alpha=0.95, eps=0.01)", "str", ("adam", "rmsprop"))
+    network: str = _param("auto", "Q-network: cnn for stacked frames, mlp for vectors, auto picks", "str", ("auto", "mlp", "cnn"))
+    net_arch: tuple[int, ...] | None = _param(
+        None, "hidden layer sizes: MLP layers (default 64,64) or CNN fully connected layers (default 512)", "ints?"
+    )
+    frame_stack: int = _param(4, "frames stacked into one Atari observation (Mnih 2015: 4)", "int")
+    atari_protocol: str = _param(
+        "auto", "Atari preprocessing: nature (NoFrameskip-v4 ids) or machado (ALE/*-v5 ids)", "str",
+        ("auto", "nature", "machado"),
+    )
+    atari_crop: tuple[int, ...] | None = _param(
+        None, "pixels cut from the 210x160 screen before resizing: top, bottom, left, right", "ints?"
+    )
+    env_kwargs: dict = _param({}, "keyword arguments for gymnasium.make", "dict")
+    eval_freq: int = _param(10_000, "env steps between two evaluations during training (0: never)", "int")
+    n_eval_episodes: int = _param(10, "episodes per evaluation", "int")
+    eval_epsilon: float = _param(0.0, "epsilon of the evaluation policy", "float")
+    stop_reward: float | None = _param(None, "stop training once an evaluation's mean return reaches this", "float?")
+    checkpoint_freq: int = _param(50_000, "env steps between two checkpoints of the run (0: never)", "int")
+    log_interval: int = _param(1_000, "env steps between two rows of training metrics", "int")
+    seed: int = _param(0, "random seed of the run", "int")
+    device: str = _param("auto", "torch device: auto picks cuda when present", "str", ("auto", "cpu", "cuda"))
+    torch_threads: int = _param(1, "torch CPU threads (0: torch's default)", "int")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_timesteps >= 0, "n_timesteps must be >= 0"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.buffer_size >= 1, "buffer_size must be >= 1"),
+            (self.learning_starts >= 0, "learning_starts must be >= 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0 < self.tau <= 1, "tau must be in (0, 1]"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (self.train_freq >= 1, "train_freq must be >= 1"),
+            (self.gradient_steps >= 1 or self.gradient_steps == -1, "gradient_steps must be >= 1 or -1"),
+            (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
+            (0 <= self.exploration_fraction <= 1, "exploration_fraction must be in [0, 1]"),
+            (0 <= self.exploration_initial_eps <= 1, "exploration_initial_eps must be in [0, 1]"),
+            (0 <= self.exploration_final_eps <= 1, "exploration_final_eps must be in [0, 1]"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+            (self.frame_stack >= 1, "frame_stack must be >= 1"),
+            (self.net_arch is None or all(n >= 1 for n in self.net_arch), "net_arch sizes must be >= 1"),
+            (self.atari_crop is None or (len(self.atari_crop) == 4 and min(self.atari_crop) >= 0),
+             "atari_crop must be four numbers >= 0: top, bottom, left, right"),
+            (self.eval_freq >= 0 and self.checkpoint_freq >= 0, "eval_freq and checkpoint_freq must be >= 0"),
+            (self.n_eval_episodes >= 1, "n_eval_episodes must be >= 1"),
+            (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
+            (self.log_interval >= 1, "log_interval must be >= 1"),
+            (self.torch_threads >= 0, "torch_threads must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise QzooError(f"invalid config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-ready values (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(DQNConfig)}
+
+# RL-Zoo keys that qzoo understands under another form, and those that have no meaning here.
+# They are reported to the user, never dropped silently.
+_RLZOO_IGNORED = {
+    "env_wrapper": "qzoo applies its own Atari protocol (see atari_protocol)",
+    "optimize_memory_usage": "qzoo's replay memory always stores each frame once",
+    "replay_buffer_class": "qzoo has one replay memory",
+    "replay_buffer_kwargs": "qzoo has one replay memory",
+    "normalize": "observation normalisation is not part of DQN",
+    "n_envs": "qzoo steps one environment",
+    "vec_env_wrapper": "qzoo steps one environment",
+    "callback": "callbacks are not configurable from YAML",
+    "monitor_kwargs": "qzoo records episodes itself",
+    "verbose": "qzoo always shows progress",
+    "tensorboard_log": "every qzoo run writes TensorBoard events in its run folder",
+}
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely; a syntax error becomes one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise QzooError(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a YAML scalar or list, so ``1e-4`` is a float and ``[64,64]`` a list."""
+    return parse_yaml(text, f"value {text!r}")
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise QzooError(f"{what} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check ``value`` against the field's kind; return it in canonical form."""
+    meta = FIELDS[name].metadata
+    kind, choices = meta["kind"], meta["choices"]
+    bad = QzooError(f"{source}: {name} must be {_KIND_WORDS[kind]}, got {value!r}")
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind == "int":
+        # RL-Zoo writes `n_timesteps: !!float 1e6`: an integral float is accepted as an int.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise bad
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad
+        if choices and value not in choices:
+            raise QzooError(f"{source}: {name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if kind == "ints":
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise bad
+        return tuple(value)
+    if kind == "dict":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
+    raise AssertionError(kind)
+
+
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "ints?": "a list of integers or null",
+    "float?": "a number or null",
+    "dict": "a mapping",
+}
+
+
+def validate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Strictly check a mapping of hyperparameters; unknown keys name the valid ones."""
+    out = {}
+    valid = sorted(FIELDS)
+    for name, value in values.items():
+        if name not in FIELDS:
+            raise QzooError(
+                f"{source}: unknown hyperparameter {name!r}{_closest(str(name), valid)}; valid: {', '.join(valid)}"
+            )
+        out[name] = _coerce(name, value, source)
+    return out
+
+
+def build(values: Mapping[str, Any]) -> DQNConfig:
+    """A DQNConfig from already-validated values."""
+    return DQNConfig(**values)
+
+
+# ---------------------------------------------------------------------------------- RL-Zoo format
+
+
+def _parse_policy_kwargs(text: str, source: str) -> dict[str, Any]:
+    """Read RL-Zoo's ``"dict(net_arch=[256, 256])"`` without eval: only literal keyword arguments."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+        if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "dict" and not tree.args:
+            return {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords if kw.arg}
+        value = ast.literal_eval(tree)
+        if isinstance(value, dict):
+            return value
+    except (SyntaxError, ValueError):
+        pass
+    raise QzooError(f"{source}: policy_kwargs must be a literal like dict(net_arch=[256, 256]), got {text!r}")
+
+
+def translate_rlzoo(values: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Map RL-Zoo / Stable-Baselines3 keys onto qzoo's; returns the values and the notes for the user."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    for key, value in values.items():
+        if key == "policy":
+            network = {"MlpPolicy": "mlp", "CnnPolicy": "cnn"}.get(value)
+            if network is None:
+                raise QzooError(f"{source}: policy must be MlpPolicy or CnnPolicy, got {value!r}")
+            out["network"] = network
+        elif key == "policy_kwargs":
+            kwargs = value if isinstance(value, dict) else _parse_policy_kwargs(str(value), source)
+            for name, arg in kwargs.items():
+                if name == "net_arch":
+                    out["net_arch"] = arg
+                else:
+                    notes.append(f"{source}: ignored policy_kwargs.{name} (qzoo does not support it)")
+        elif key == "train_freq" and isinstance(value, (list, tuple)):
+            if len(value) != 2 or value[1] != "step":
+                raise QzooError(f"{source}: train_freq must count env steps, got {value!r}")
+            out["train_freq"] = value[0]
+        elif key in FIELDS:
+            out[key] = value
+        elif key in _RLZOO_IGNORED:
+            notes.append(f"{source}: ignored {key} ({_RLZOO_IGNORED[key]})")
+        else:
+            out[key] = value  # validate() reports it as unknown, with the valid names
+    return out, notes
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+ATARI_FAMILY = "atari"
+
+
+def load_preset_file(text: str, source: str) -> dict[str, dict[str, Any]]:
+    """A YAML file keyed by env id (or family) -> hyperparameter mapping."""
+    data = parse_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise QzooError(f"{source}: expected a mapping of env id -> hyperparameters")
+    return data
+
+
+def builtin_presets(algo: str = "dqn") -> dict[str, dict[str, Any]]:
+    text = resources.files("qzoo").joinpath("presets", f"{algo}.yml").read_text()
+    return load_preset_file(text, f"presets/{algo}.yml")
+
+
+def select_entry(presets: Mapping[str, Any], env_id: str, family: str | None) -> tuple[str, dict] | None:
+    """The entry of a user's file for ``env_id``, else for its family (RL-Zoo's rule: one entry, complete)."""
+    for key in (env_id, family):
+        if key is not None and key in presets:
+            return key, presets[key]
+    return None
+
+
+def resolve(
+    env_id: str,
+    family: str | None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[DQNConfig, list[str]]:
+    """Resolve a run's config: defaults -> built-in preset -> ``-c FILE`` -> overrides.
+
+    Returns the config and notes for the user (which preset applied, keys that were ignored).
+    """
+    values: dict[str, Any] = {}
+    notes: list[str] = []
+    presets = builtin_presets()
+    # Built-in presets layer: the family's values, then the env's own (which hold only what differs).
+    for key in (family, env_id):
+        if key is not None and key in presets:
+            translated, extra = translate_rlzoo(presets[key], f"preset {key}")
+            values.update(validate(translated, f"preset {key}"))
+            notes.append(f"preset: {key}")
+            notes += extra
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise QzooError(f"config file not found: {config_file}")
+        data = parse_yaml(path.read_text(), config_file)
+        if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()) and not (
+            set(data) <= {"env_kwargs"}
+        ):
+            entry = select_entry(data, env_id, family)
+            if entry is None:
+                raise QzooError(f"{config_file}: no entry for {env_id}" + (f" or {family}" if family else ""))
+            source, data = f"{config_file}[{entry[0]}]", entry[1]
+        else:
+            source = config_file
+        if not isinstance(data, dict):
+            raise QzooError(f"{config_file}: expected a mapping of hyperparameters")
+        translated, extra = translate_rlzoo(data, source)
+        values.update(validate(translated, source))
+        notes += extra
+    if overrides:
+        translated, extra = translate_rlzoo(overrides, "--set")
+        values.update(validate(translated, "--set"))
+        notes += extra
+    if env_kwargs:
+        values["env_kwargs"] = {**values.get("env_kwargs", {}), **env_kwargs}
+    return build(values), notes
+
+
+def describe_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, help) for each hyperparameter, for ``qzoo presets`` and docs."""
+    defaults = DQNConfig().to_dict()
+    return [(name, defaults[name], f.metadata["help"]) for name, f in FIELDS.items()]

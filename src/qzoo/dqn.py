@@ -1,0 +1,310 @@
+"""The DQN agent: Mnih et al. (2015), Algorithm 1, with Double DQN (van Hasselt et al. 2016) as a switch.
+
+``DQN.learn`` is the whole training loop and reads like the paper's algorithm:
+
+    for each env step t:
+        with probability epsilon_t pick a random action, else argmax_a Q(s, a)       (epsilon-greedy)
+        step the env, store (s, a, r, s', terminated, truncated) in replay memory D
+        every train_freq steps after learning_starts: sample minibatches from D and
+            take gradient steps on loss(Q(s, a), y), y = r + gamma * (1 - terminated) * Q_target(s', a*)
+        every target_update_interval steps: Q_target <- Q                                 (fixed Q-targets)
+
+Everything counts env steps (agent steps, after frame skip). The maths lives in ``qzoo.losses``; the
+run folder (CSV, TensorBoard, checkpoints) is the caller's ``Recorder``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from qzoo import config as cfg
+from qzoo.buffer import ReplayBuffer, replay_bytes
+from qzoo.envs import EnvOptions, family, make_env
+from qzoo.errors import QzooError
+from qzoo.evaluation import EvalStats, evaluate
+from qzoo.losses import linear_schedule, q_loss, soft_update, td_target
+from qzoo.networks import build_q_network, choose_network, weights_sha256
+
+MODEL_FORMAT = 1
+ALGO = "dqn"
+
+
+class Recorder(Protocol):
+    """What the training loop reports; ``qzoo.runs.RunRecorder`` writes it to a run folder."""
+
+    def on_episode(self, agent: "DQN", episode_return: float, length: int) -> None: ...
+    def on_train(self, agent: "DQN", metrics: dict[str, float]) -> None: ...
+    def on_evaluation(self, agent: "DQN", stats: EvalStats) -> None: ...
+    def on_checkpoint(self, agent: "DQN") -> None: ...
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise QzooError("device cuda was asked for but no CUDA GPU is visible; use --set device=cpu")
+    return torch.device(requested)
+
+
+def env_options(config: cfg.DQNConfig) -> EnvOptions:
+    return EnvOptions(
+        frame_stack=config.frame_stack,
+        atari_protocol=config.atari_protocol,
+        atari_crop=config.atari_crop,
+        env_kwargs=config.env_kwargs,
+    )
+
+
+class DQN:
+    """A Deep Q-Network agent with ``learn``, ``predict``, ``save`` and ``load``.
+
+    >>> agent = DQN("CartPole-v1", n_timesteps=50_000, seed=1)   # preset + overrides
+    >>> agent.learn()
+    >>> action, _ = agent.predict(obs)
+    """
+
+    def __init__(self, env_id: str, config: cfg.DQNConfig | None = None, **hyperparameters: Any):
+        if config is None:
+            config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters)
+        elif hyperparameters:
+            config = cfg.build({**config.to_dict(), **cfg.validate(hyperparameters, "DQN()")})
+        self.env_id = env_id
+        self.config = config
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+
+        self.env = make_env(env_id, env_options(config), training=True)
+        self.env.action_space.seed(config.seed)
+        space = self.env.observation_space
+        self.obs_shape, self.obs_dtype = tuple(space.shape), space.dtype
+        self.n_actions = int(self.env.action_space.n)
+        self.network_kind = choose_network(self.obs_shape, self.obs_dtype, config.network)
+        self.q_net = build_q_network(self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch)
+        self.q_net.to(self.device)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = self._make_optimizer()
+        self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
+
+        self.num_timesteps = 0
+        self.num_episodes = 0
+        self.num_updates = 0
+        self._obs: np.ndarray | None = None
+        self._eval_env = None
+        self.best_mean_return = -float("inf")
+
+    # ------------------------------------------------------------------------------ construction
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = self.q_net.parameters()
+        if self.config.optimizer == "rmsprop":
+            # Mnih et al. (2015), Extended Data Table 1: squared gradient momentum 0.95, min squared gradient 0.01.
+            return torch.optim.RMSprop(params, lr=self.config.learning_rate, alpha=0.95, eps=0.01, centered=True)
+        return torch.optim.Adam(params, lr=self.config.learning_rate)
+
+    @property
+    def stack(self) -> int:
+        """Frames per observation the replay memory can share between transitions (1: none)."""
+        return self.obs_shape[0] if self.network_kind == "cnn" and len(self.obs_shape) == 3 else 1
+
+    def replay_bytes(self) -> int:
+        frame_shape = self.obs_shape[1:] if self.stack > 1 else self.obs_shape
+        return replay_bytes(self.config.buffer_size, frame_shape, self.obs_dtype, self.stack)
+
+    @property
+    def buffer(self) -> ReplayBuffer:
+        if self._buffer is None:
+            self._buffer = ReplayBuffer(
+                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, seed=self.config.seed
+            )
+        return self._buffer
+
+    # ------------------------------------------------------------------------------------ acting
+
+    def exploration_rate(self, horizon: int | None = None) -> float:
+        c = self.config
+        progress = self.num_timesteps / max(horizon or c.n_timesteps, 1)
+        return linear_schedule(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction, progress)
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q(s, .) for one observation (A,) or a batch (B, A)."""
+        single = obs.shape == self.obs_shape
+        batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
+        q = self.q_net(batch).cpu().numpy()
+        return q[0] if single else q
+
+    def greedy_action(self, obs: np.ndarray) -> int:
+        return int(self.q_values(obs).argmax())
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[Any, None]:
+        """SB3-style: (action or actions, None). Non-deterministic uses the final exploration epsilon."""
+        q = self.q_values(np.asarray(obs))
+        actions = q.argmax(axis=-1)
+        if not deterministic:
+            explore = self.rng.random(actions.shape) < self.config.exploration_final_eps
+            actions = np.where(explore, self.rng.integers(self.n_actions, size=actions.shape), actions)
+        return (int(actions) if actions.ndim == 0 else actions), None
+
+    def _act(self, obs: np.ndarray, epsilon: float) -> int:
+        if self.rng.random() < epsilon:
+            return int(self.rng.integers(self.n_actions))  # no forward pass needed
+        return self.greedy_action(obs)
+
+    # ---------------------------------------------------------------------------------- learning
+
+    def train_step(self) -> float:
+        """One gradient step on a uniform minibatch; returns the loss."""
+        c = self.config
+        batch = self.buffer.sample(c.batch_size)
+        to = lambda a, dtype=None: torch.as_tensor(a, device=self.device, dtype=dtype)  # noqa: E731
+        obs, next_obs = to(batch.obs), to(batch.next_obs)
+        actions = to(batch.actions, torch.long)
+        rewards, terminated = to(batch.rewards), to(batch.terminated)
+
+        with torch.no_grad():
+            next_q_target = self.target_net(next_obs)
+            next_q_online = self.q_net(next_obs) if c.double_q else None
+            target = td_target(rewards, terminated, next_q_target, c.gamma, next_q_online)
+        q_taken = self.q_net(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        loss = q_loss(q_taken, target, c.loss)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        value = loss.item()
+        if not np.isfinite(value):
+            raise QzooError(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
+        return value
+
+    def learn(self, total_timesteps: int | None = None, recorder: Recorder | None = None) -> "DQN":
+        """Train for ``total_timesteps`` env steps (default: the config's ``n_timesteps``).
+
+        Calling ``learn`` again continues the same run: counters, replay memory and env state carry on.
+        """
+        c = self.config
+        horizon = self.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
+        gradient_steps = c.train_freq if c.gradient_steps == -1 else c.gradient_steps
+        if self._obs is None:
+            self._obs, _ = self.env.reset(seed=c.seed)
+        losses: list[float] = []
+        started, steps_at_start = time.perf_counter(), self.num_timesteps
+
+        while self.num_timesteps < horizon:
+            epsilon = self.exploration_rate(horizon)
+            action = self._act(self._obs, epsilon)
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated)
+            self._obs = next_obs
+            self.num_timesteps += 1
+            if terminated or truncated:
+                self._obs, _ = self.env.reset()
+            if "episode" in info:  # a real game ended (not only a life): its unclipped score
+                self.num_episodes += 1
+                if recorder:
+                    recorder.on_episode(self, float(info["episode"]["r"]), int(info["episode"]["l"]))
+
+            t = self.num_timesteps
+            if t > c.learning_starts and t % c.train_freq == 0:
+                for _ in range(gradient_steps):
+                    losses.append(self.train_step())
+            if t % c.target_update_interval == 0:
+                soft_update(self.target_net, self.q_net, c.tau)
+
+            if recorder and t % c.log_interval == 0:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                metrics = {"epsilon": epsilon, "steps_per_second": (t - steps_at_start) / elapsed}
+                if losses:
+                    metrics["loss"] = float(np.mean(losses))
+                    losses.clear()
+                recorder.on_train(self, metrics)
+            if c.eval_freq and t % c.eval_freq == 0:
+                stats = self.evaluate(c.n_eval_episodes)
+                self.best_mean_return = max(self.best_mean_return, stats.mean)
+                if recorder:
+                    recorder.on_evaluation(self, stats)
+                if c.stop_reward is not None and stats.mean >= c.stop_reward:
+                    break
+            if recorder and c.checkpoint_freq and t % c.checkpoint_freq == 0:
+                recorder.on_checkpoint(self)
+        return self
+
+    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
+        """Full episodes on an evaluation env (real scores); seeds differ from training's."""
+        if self._eval_env is None:
+            self._eval_env = make_env(self.env_id, env_options(self.config), training=False)
+        seed = self.config.seed + 1_000_000 if seed is None else seed
+        eps = self.config.eval_epsilon if epsilon is None else epsilon
+        return evaluate(self.greedy_action, self._eval_env, n_episodes, seed, eps)
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def weights_sha256(self) -> str:
+        return weights_sha256(self.q_net)
+
+    def state(self, with_training_state: bool = False) -> dict[str, Any]:
+        """What ``save`` writes: everything needed to act, and optionally to keep training."""
+        state = {
+            "format": MODEL_FORMAT,
+            "algo": ALGO,
+            "env_id": self.env_id,
+            "config": self.config.to_dict(),
+            "num_timesteps": self.num_timesteps,
+            "num_episodes": self.num_episodes,
+            "num_updates": self.num_updates,
+            "q_net": self.q_net.state_dict(),
+        }
+        if with_training_state:
+            state["target_net"] = self.target_net.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def save(self, path: str | Path, with_training_state: bool = False) -> None:
+        """Write the model atomically: a crash mid-write leaves any previous file intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state(with_training_state), tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, **config_overrides: Any) -> "DQN":
+        """Rebuild an agent from ``save``'s file; a missing or damaged file is a QzooError."""
+        state = read_model_file(path)
+        config = cfg.build({**cfg.validate(state["config"], str(path)), **config_overrides})
+        agent = cls(state["env_id"], config)
+        agent.q_net.load_state_dict(state["q_net"])
+        agent.target_net.load_state_dict(state.get("target_net", state["q_net"]))
+        if "optimizer" in state:
+            agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_timesteps = int(state["num_timesteps"])
+        agent.num_episodes = int(state["num_episodes"])
+        agent.num_updates = int(state["num_updates"])
+        return agent
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Load a model file safely (``weights_only``: no pickled code runs); check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise QzooError(f"model file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise QzooError(f"cannot read model file {path}: it is truncated or not a qzoo model ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("algo") != ALGO or "q_net" not in state:
+        raise QzooError(f"{path} is not a qzoo DQN model file")
+    if state.get("format") != MODEL_FORMAT:
+        raise QzooError(f"{path} has model format {state.get('format')}; this qzoo reads format {MODEL_FORMAT}")
+    return state

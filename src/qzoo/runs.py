@@ -1,0 +1,200 @@
+"""The run folder: everything one training run leaves behind.
+
+    runs/<name>/
+        config.yml          resolved hyperparameters, keyed by env id (reusable with ``qzoo train -c``)
+        run.json            algo, env id, the command, library versions, start and end times, status
+        episodes.csv        one row per finished training game: real (unclipped) score and length
+        train.csv           every log_interval env steps: epsilon, mean loss, env steps per second
+        evaluations.csv     every eval_freq env steps: mean, std and result = mean - std
+        tb/                 the same metrics as TensorBoard events
+        checkpoints/latest.pt   every checkpoint_freq env steps, with target network and optimizer
+        checkpoints/best.pt     the model of the best evaluation so far
+        model.pt            the final model
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qzoo.errors import QzooError
+from qzoo.evaluation import EvalStats
+
+MODEL_FILE = "model.pt"
+LATEST_FILE = "checkpoints/latest.pt"
+BEST_FILE = "checkpoints/best.pt"
+
+
+def default_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{algo}-{env_id.replace('/', '-')}-s{seed}-{stamp}"
+    path = Path(root) / name
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{name}-{n}"
+    return path
+
+
+def library_versions() -> dict[str, str]:
+    import ale_py
+    import gymnasium
+    import numpy
+    import torch
+
+    from qzoo import __version__
+
+    return {
+        "qzoo": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "ale_py": ale_py.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _Csv:
+    """An append-only CSV file, flushed at each row so a crash loses nothing written."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self._file = open(path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns)
+        if self._file.tell() == 0:
+            self._writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class RunRecorder:
+    """Writes a run folder while ``DQN.learn`` reports to it (see ``qzoo.dqn.Recorder``)."""
+
+    def __init__(self, run_dir: Path, agent, argv: list[str] | None, notes: list[str], progress: bool | None = None):
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.dir = run_dir
+        self.started = time.perf_counter()
+        write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
+        self.meta = {
+            "algo": "dqn",
+            "env_id": agent.env_id,
+            "command": shlex.join(["qzoo", *argv]) if argv is not None else None,
+            "versions": library_versions(),
+            "started": _now(),
+            "status": "running",
+            "notes": notes,
+            "replay_bytes": agent.replay_bytes(),
+        }
+        self._write_meta()
+        self.episodes = _Csv(run_dir / "episodes.csv", ["step", "episode", "return", "length", "time"])
+        self.train = _Csv(run_dir / "train.csv", ["step", "epsilon", "loss", "steps_per_second", "time"])
+        self.evals = _Csv(run_dir / "evaluations.csv", ["step", "episodes", "mean", "std", "result", "time"])
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+        from tqdm import tqdm
+
+        # progress=None: a bar only on a terminal.
+        disable = None if progress is None else not progress
+        self.bar = tqdm(total=agent.config.n_timesteps, unit="step", disable=disable, dynamic_ncols=True, file=sys.stderr)
+        self._recent: list[float] = []
+        self.best_mean = -float("inf")
+
+    def _elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+    def _write_meta(self) -> None:
+        tmp = self.dir / "run.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2) + "\n")
+        tmp.replace(self.dir / "run.json")
+
+    def on_episode(self, agent, episode_return: float, length: int) -> None:
+        self.episodes.write({"step": agent.num_timesteps, "episode": agent.num_episodes, "return": episode_return,
+                             "length": length, "time": self._elapsed()})
+        self.tb.add_scalar("rollout/episode_return", episode_return, agent.num_timesteps)
+        self._recent = (self._recent + [episode_return])[-20:]
+
+    def on_train(self, agent, metrics: dict[str, float]) -> None:
+        step = agent.num_timesteps
+        self.train.write({"step": step, "loss": metrics.get("loss", ""), "epsilon": round(metrics["epsilon"], 6),
+                          "steps_per_second": round(metrics["steps_per_second"], 1), "time": self._elapsed()})
+        for name, value in metrics.items():
+            self.tb.add_scalar(f"train/{name}", value, step)
+        self.bar.n = step
+        postfix = {"eps": f"{metrics['epsilon']:.3f}", "sps": f"{metrics['steps_per_second']:.0f}"}
+        if self._recent:
+            postfix["return"] = f"{sum(self._recent) / len(self._recent):.1f}"
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def on_evaluation(self, agent, stats: EvalStats) -> None:
+        step = agent.num_timesteps
+        self.evals.write({"step": step, "episodes": len(stats.returns), "mean": stats.mean, "std": stats.std,
+                          "result": stats.result, "time": self._elapsed()})
+        self.tb.add_scalar("eval/mean_return", stats.mean, step)
+        self.tb.add_scalar("eval/result", stats.result, step)
+        if stats.mean > self.best_mean:
+            self.best_mean = stats.mean
+            agent.save(self.dir / BEST_FILE)
+            self.meta["best"] = {"step": step, "mean": stats.mean, "std": stats.std, "result": stats.result}
+            self._write_meta()
+
+    def on_checkpoint(self, agent) -> None:
+        agent.save(self.dir / LATEST_FILE, with_training_state=True)
+
+    def finish(self, agent, status: str) -> None:
+        """Save the final model and close every file; ``status`` is 'finished' or 'interrupted'."""
+        agent.save(self.dir / MODEL_FILE)
+        agent.save(self.dir / LATEST_FILE, with_training_state=True)
+        self.bar.n = agent.num_timesteps
+        self.bar.close()
+        self.meta.update(status=status, ended=_now(), steps=agent.num_timesteps, episodes=agent.num_episodes,
+                         seconds=self._elapsed())
+        self._write_meta()
+        for f in (self.episodes, self.train, self.evals):
+            f.close()
+        self.tb.close()
+
+
+def write_config(path: Path, env_id: str, values: dict[str, Any]) -> None:
+    header = "# Resolved qzoo config: defaults <- preset <- -c FILE <- --set. Reuse with: qzoo train -c this_file\n"
+    path.write_text(header + yaml.safe_dump({env_id: values}, sort_keys=False))
+
+
+def find_model(target: str | Path, best: bool = False) -> Path:
+    """The model file of a run folder (final, else latest checkpoint), or ``target`` itself if a file."""
+    path = Path(target)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise QzooError(f"run folder not found: {path}")
+    candidates = [BEST_FILE] if best else [MODEL_FILE, LATEST_FILE]
+    for name in candidates:
+        if (path / name).is_file():
+            return path / name
+    raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({' or '.join(candidates)})")
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

@@ -92,12 +92,14 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         overrides["stop_reward"] = float(threshold)
     env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
     config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs)
-    if not args.json:
-        for note in notes:
-            print(f"qzoo: {note}", file=sys.stderr)
 
     agent = DQN(args.env, config)
     replay = agent.replay_bytes()
+    if not args.dry_run:
+        check_fits(replay)  # before the run folder exists and before anything is allocated
+    if not args.json:
+        for note in notes:
+            print(f"qzoo: {note}", file=sys.stderr)
     if args.dry_run:
         report = {
             "env_id": args.env, "algo": args.algo, "config": config.to_dict(), "notes": notes,
@@ -106,7 +108,6 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         }
         _print(report, args.json)
         return 0
-    check_fits(replay)  # before the run folder exists and before anything is allocated
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.runs_root, args.algo, args.env, config.seed)
     recorder = RunRecorder(run_dir, agent, argv, notes, progress=False if args.no_progress or args.json else None)
     status = "finished"

@@ -1,0 +1,76 @@
+"""The agent: gradient step, determinism, save/load, predict."""
+
+import numpy as np
+import pytest
+import torch
+
+from qzoo.dqn import DQN, read_model_file
+from qzoo.errors import QzooError
+
+FAST = dict(n_timesteps=1500, learning_starts=500, train_freq=4, gradient_steps=1, buffer_size=5000,
+            target_update_interval=100, eval_freq=0, batch_size=32, net_arch=[32, 32])
+
+
+def test_a_gradient_step_moves_the_online_network_and_never_the_target():
+    agent = DQN("CartPole-v1", **{**FAST, "learning_starts": 10_000})
+    agent.learn(600)  # fills replay memory; no training before learning_starts
+    online_before = [p.clone() for p in agent.q_net.parameters()]
+    target_before = [p.clone() for p in agent.target_net.parameters()]
+    agent.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(online_before, agent.q_net.parameters()))
+    for before, after in zip(target_before, agent.target_net.parameters()):
+        assert torch.equal(before, after) and after.grad is None
+
+
+def test_target_network_is_copied_every_target_update_interval():
+    agent = DQN("CartPole-v1", **{**FAST, "target_update_interval": 700})
+    agent.learn(650)
+    assert any(not torch.equal(a, b) for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters()))
+    agent.learn(50)  # env step 700: the copy
+    assert all(torch.equal(a, b) for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters()))
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    runs = [DQN("CartPole-v1", **FAST, seed=seed).learn().weights_sha256() for seed in (3, 3, 4)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_save_load_gives_identical_actions(tmp_path):
+    agent = DQN("CartPole-v1", **FAST).learn()
+    agent.save(tmp_path / "model.pt")
+    loaded = DQN.load(tmp_path / "model.pt")
+    obs = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    np.testing.assert_array_equal(agent.predict(obs)[0], loaded.predict(obs)[0])
+    assert loaded.weights_sha256() == agent.weights_sha256()
+    assert loaded.num_timesteps == agent.num_timesteps == 1500
+
+
+def test_predict_single_and_batch():
+    agent = DQN("CartPole-v1", **FAST)
+    action, state = agent.predict(np.zeros(4, dtype=np.float32))
+    assert isinstance(action, int) and state is None
+    actions, _ = agent.predict(np.zeros((5, 4), dtype=np.float32))
+    assert actions.shape == (5,)
+
+
+def test_damaged_model_files_are_clear_errors(tmp_path):
+    agent = DQN("CartPole-v1", **FAST)
+    agent.save(tmp_path / "model.pt")
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(QzooError, match="truncated or not a qzoo model"):
+        read_model_file(tmp_path / "truncated.pt")
+    with pytest.raises(QzooError, match="not found"):
+        read_model_file(tmp_path / "missing.pt")
+    torch.save({"format": 99, "algo": "dqn", "q_net": {}}, tmp_path / "future.pt")
+    with pytest.raises(QzooError, match="format 99"):
+        read_model_file(tmp_path / "future.pt")
+
+
+def test_atari_agent_uses_the_nature_cnn_and_compact_replay():
+    agent = DQN("SpaceInvadersNoFrameskip-v4", buffer_size=1000, learning_starts=200, eval_freq=0)
+    assert agent.network_kind == "cnn" and agent.stack == 4
+    q = agent.q_values(np.zeros((4, 84, 84), dtype=np.uint8))
+    assert q.shape == (6,)
+    assert agent.replay_bytes() / 1000 < 7300

@@ -1,0 +1,37 @@
+"""Learning tests (minutes): DQN solves CartPole-v1, and a short Atari run goes through the CLI."""
+
+import json
+
+import pytest
+
+from qzoo.cli import main
+from qzoo.dqn import DQN
+
+pytestmark = pytest.mark.slow
+
+
+def test_dqn_solves_cartpole_within_50k_steps_for_two_of_three_seeds():
+    # Solved: the mean return of 20 evaluation episodes reaches 475 (CartPole-v1's reward threshold).
+    outcomes = {}
+    for seed in (0, 1, 2):
+        agent = DQN("CartPole-v1", seed=seed, n_timesteps=50_000, n_eval_episodes=20, eval_freq=2500,
+                    stop_reward=475.0)
+        agent.learn()
+        outcomes[seed] = (agent.best_mean_return, agent.num_timesteps)
+    solved = [seed for seed, (best, steps) in outcomes.items() if best >= 475 and steps <= 50_000]
+    assert len(solved) >= 2, outcomes
+
+
+def test_short_space_invaders_run_through_the_cli(tmp_path, capsys):
+    run_dir = tmp_path / "space_invaders"
+    argv = ["train", "--env", "SpaceInvadersNoFrameskip-v4", "-n", "2000", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "learning_starts=1000", "buffer_size=5000", "eval_freq=0", "checkpoint_freq=1000",
+            "log_interval=500"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for name in ("config.yml", "run.json", "train.csv", "model.pt", "checkpoints/latest.pt"):
+        assert (run_dir / name).is_file(), name
+    assert main(["evaluate", str(run_dir), "--episodes", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["env_id"] == "SpaceInvadersNoFrameskip-v4" and report["episodes"] == 1
+    assert report["mean"] >= 0 and report["mean_length"] > 50  # a full game with real points

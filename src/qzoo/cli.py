@@ -129,7 +129,8 @@ def _load_agent(target: str, best: bool = False):
     from qzoo.runs import find_model
 
     path = find_model(target, best)
-    return DQN.load(path, device="cpu" if os.environ.get("QZOO_FORCE_CPU") else "auto"), path
+    # device auto: a model trained on a GPU evaluates on a machine without one.
+    return DQN.load(path, device="auto"), path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -247,9 +247,14 @@ def validate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def build(values: Mapping[str, Any]) -> DQNConfig:
-    """A DQNConfig from already-validated values."""
-    return DQNConfig(**values)
+def build(values: Mapping[str, Any], source: str = "config") -> DQNConfig:
+    """A DQNConfig from a mapping of hyperparameters, checked like any user input."""
+    return DQNConfig(**validate(values, source))
+
+
+def replace(config: DQNConfig, source: str = "config", **overrides: Any) -> DQNConfig:
+    """A copy of ``config`` with checked ``overrides``."""
+    return build({**config.to_dict(), **overrides}, source)
 
 
 # ---------------------------------------------------------------------------------- RL-Zoo format

@@ -74,7 +74,7 @@ class DQN:
         if config is None:
             config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters)
         elif hyperparameters:
-            config = cfg.build({**config.to_dict(), **cfg.validate(hyperparameters, "DQN()")})
+            config = cfg.replace(config, "DQN()", **hyperparameters)
         self.env_id = env_id
         self.config = config
         if config.torch_threads > 0:
@@ -282,7 +282,7 @@ class DQN:
     def load(cls, path: str | Path, **config_overrides: Any) -> "DQN":
         """Rebuild an agent from ``save``'s file; a missing or damaged file is a QzooError."""
         state = read_model_file(path)
-        config = cfg.build({**cfg.validate(state["config"], str(path)), **config_overrides})
+        config = cfg.build({**state["config"], **config_overrides}, str(path))
         agent = cls(state["env_id"], config)
         agent.q_net.load_state_dict(state["q_net"])
         agent.target_net.load_state_dict(state.get("target_net", state["q_net"]))

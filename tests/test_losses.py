@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from qzoo.losses import linear_schedule, q_loss, soft_update, td_target
+from qzoo.losses import q_loss, soft_update, td_target
+from qzoo.schedules import linear_schedule
 
 REWARD = torch.tensor([1.0, 0.0, -1.0])
 TERMINATED = torch.tensor([False, True, False])

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an agent; writes a run folder")
     train.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
-    train.add_argument("--algo", default="dqn", choices=["dqn"], help="algorithm (default: dqn)")
+    train.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"],
+                       help="dqn (default), or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
     train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
     train.add_argument("--seed", type=int, help="random seed (sets seed; default 0)")
     train.add_argument("--run-dir", help="run folder to write (default: runs/<algo>-<env>-s<seed>-<time>)")
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     enjoy.add_argument("--episodes", type=int, default=1)
     enjoy.add_argument("--seed", type=int, default=0)
     enjoy.add_argument("--max-steps", type=int, default=5_000, help="stop after this many env steps")
-    enjoy.add_argument("--frames-dir", help="write PNG frames here (default without a screen: RUN/enjoy)")
+    enjoy.add_argument("--render", choices=["auto", "window", "frames", "text"], default="auto",
+                       help="auto: a window where there is a screen, else PNG frames; text: the env's text rendering")
+    enjoy.add_argument("--frames-dir", help="write PNG frames here (default: RUN/enjoy)")
     enjoy.add_argument("--best", action="store_true")
 
     info = sub.add_parser("info", help="what a run folder holds")
@@ -75,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from qzoo import config as cfg
+    from qzoo.algos import agent_class
     from qzoo.buffer import check_fits
-    from qzoo.dqn import DQN
     from qzoo.envs import env_spec, family
     from qzoo.runs import RunRecorder, default_run_dir
 
@@ -91,21 +94,17 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
             raise QzooError(f"{args.env} has no reward threshold; use --set stop_reward=VALUE")
         overrides["stop_reward"] = float(threshold)
     env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
-    config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs)
+    config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
 
-    agent = DQN(args.env, config)
-    replay = agent.replay_bytes()
+    agent = agent_class(args.algo)(args.env, config)
     if not args.dry_run:
-        check_fits(replay)  # before the run folder exists and before anything is allocated
+        check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
     if not args.json:
         for note in notes:
             print(f"qzoo: {note}", file=sys.stderr)
     if args.dry_run:
-        report = {
-            "env_id": args.env, "algo": args.algo, "config": config.to_dict(), "notes": notes,
-            "network": agent.network_kind, "obs_shape": list(agent.obs_shape), "n_actions": agent.n_actions,
-            "replay_bytes": replay, "replay_bytes_per_transition": replay / config.buffer_size,
-        }
+        report = {"env_id": args.env, "algo": args.algo, "config": config.to_dict(), "notes": notes,
+                  **agent.describe()}
         _print(report, args.json)
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.runs_root, args.algo, args.env, config.seed)
@@ -125,12 +124,11 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _load_agent(target: str, best: bool = False):
-    from qzoo.dqn import DQN
+    from qzoo.algos import load_agent
     from qzoo.runs import find_model
 
     path = find_model(target, best)
-    # device auto: a model trained on a GPU evaluates on a machine without one.
-    return DQN.load(path, device="auto"), path
+    return load_agent(path), path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,15 +148,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_enjoy(args: argparse.Namespace) -> int:
     import cv2
 
-    from qzoo.dqn import env_options
-    from qzoo.envs import make_env
-
     agent, path = _load_agent(args.run, args.best)
-    has_screen = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and not args.frames_dir
-    env = make_env(agent.env_id, env_options(agent.config), training=False,
-                   render_mode="human" if has_screen else "rgb_array")
+    mode = args.render
+    if mode == "auto":
+        has_screen = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        mode = "window" if has_screen and not args.frames_dir else "frames"
+    render_mode = {"window": "human", "frames": "rgb_array", "text": "ansi"}[mode]
+    env = agent.make_env(training=False, render_mode=render_mode)
+    if render_mode not in (env.metadata.get("render_modes") or []):
+        raise QzooError(f"{agent.env_id} cannot render as {mode}; try --render frames")
     frames_dir = None
-    if not has_screen:
+    if mode == "frames":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir / "enjoy"
         frames_dir.mkdir(parents=True, exist_ok=True)
@@ -167,57 +167,60 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
         obs, _ = env.reset(seed=args.seed + episode)
         total, done = 0.0, False
         while not done and steps < args.max_steps:
-            if frames_dir is not None:
+            if mode == "frames":
                 frame = env.render()
                 cv2.imwrite(str(frames_dir / f"ep{episode:02d}_{steps:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            elif mode == "text":
+                print(env.render())
             obs, reward, terminated, truncated, _ = env.step(agent.greedy_action(obs))
             total += float(reward)
             steps += 1
             done = terminated or truncated
+        if mode == "text":
+            print(env.render())  # the final state
         print(f"episode {episode}: return {total:.1f}")
     env.close()
     if frames_dir is not None:
-        print(f"no screen: wrote {steps} frames to {frames_dir}")
+        print(f"wrote {steps} frames to {frames_dir}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from qzoo.dqn import read_model_file
-    from qzoo.networks import state_dict_sha256
-    from qzoo.runs import find_model, read_meta
+    from qzoo.runs import read_meta
 
-    path = find_model(args.run)
-    state = read_model_file(path)
-    # The fingerprint comes from the saved tensors alone; no env is built for it.
-    digest = state_dict_sha256(state["q_net"])
+    agent, path = _load_agent(args.run)
     run_dir = Path(args.run) if Path(args.run).is_dir() else None
     meta = read_meta(run_dir) if run_dir else {}
     report = {
-        "env_id": state["env_id"], "algo": state["algo"], "steps": state["num_timesteps"],
-        "episodes": state["num_episodes"], "gradient_steps": state["num_updates"], "weights_sha256": digest,
-        "model": str(path), "status": meta.get("status"), "best": meta.get("best"), "config": state["config"],
+        "env_id": agent.env_id, "algo": agent.algo, "steps": agent.num_timesteps, "episodes": agent.num_episodes,
+        "weights_sha256": agent.weights_sha256(), "model": str(path), "status": meta.get("status"),
+        "best": meta.get("best"), "config": agent.config.to_dict(),
     }
     if args.json:
         _print(report, True)
     else:
-        for key in ("env_id", "algo", "steps", "episodes", "gradient_steps", "status", "best", "weights_sha256", "model"):
+        for key in ("env_id", "algo", "steps", "episodes", "status", "best", "weights_sha256", "model"):
             print(f"{key}: {report[key]}")
     return 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from qzoo import config as cfg
+    from qzoo.algos import ALGOS
 
-    presets = cfg.builtin_presets()
     if args.json:
-        _print({"presets": presets, "defaults": cfg.DQNConfig().to_dict()}, True)
+        _print({algo: {"presets": cfg.builtin_presets(algo), "defaults": cfg.SCHEMAS[algo]().to_dict()}
+                for algo in ALGOS}, True)
         return 0
-    print("Presets (env id or family; lookup: env id -> atari -> defaults):")
-    for key, values in presets.items():
-        print(f"  {key:32s} n_timesteps={int(values.get('n_timesteps', cfg.DQNConfig.n_timesteps)):,}")
-    print("\nHyperparameters (defaults):")
-    for name, default, help in cfg.describe_fields():
-        print(f"  {name:26s} {str(default):10s} {help}")
+    for algo in ALGOS:
+        schema = cfg.SCHEMAS[algo]
+        print(f"--algo {algo}: presets (lookup: family -> env id -> env id[env_kwargs]):")
+        for key, values in cfg.builtin_presets(algo).items():
+            print(f"  {key:36s} n_timesteps={int(values.get('n_timesteps', schema().n_timesteps)):,}")
+        print(f"--algo {algo}: hyperparameters (defaults):")
+        for name, default, help in cfg.describe_fields(schema):
+            print(f"  {name:26s} {str(default):10s} {help}")
+        print()
     return 0
 
 

@@ -104,15 +104,72 @@ class DQNConfig:
                 raise QzooError(f"invalid config: {message}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-ready values (tuples become lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return to_dict(self)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(DQNConfig)}
+@dataclass(frozen=True)
+class QLearningConfig:
+    """Tabular Q-learning (Watkins 1989). Defaults: the Hugging Face Deep RL course, unit 2."""
+
+    n_timesteps: int = _param(100_000, "env steps to train for", "int")
+    learning_rate: float = _param(0.7, "step size of the table update (course: 0.7)", "float")
+    gamma: float = _param(0.95, "discount factor (course: 0.95)", "float")
+    exploration_schedule: str = _param(
+        "exponential", "epsilon decay: exponential per episode (as the course teaches) or linear in env steps",
+        "str", ("exponential", "linear"),
+    )
+    exploration_initial_eps: float = _param(1.0, "epsilon at the start (course: max_epsilon)", "float")
+    exploration_final_eps: float = _param(0.05, "epsilon floor (course: min_epsilon)", "float")
+    exploration_decay_rate: float = _param(
+        0.0005, "exponential: eps = final + (initial - final) * exp(-rate * episode) (course: decay_rate)", "float"
+    )
+    exploration_fraction: float = _param(0.5, "linear: fraction of n_timesteps over which epsilon decays", "float")
+    env_kwargs: dict = _param({}, "keyword arguments for gymnasium.make", "dict")
+    eval_freq: int = _param(10_000, "env steps between two evaluations during training (0: never)", "int")
+    n_eval_episodes: int = _param(100, "episodes per evaluation (course: 100)", "int")
+    eval_epsilon: float = _param(0.0, "epsilon of the evaluation policy", "float")
+    stop_reward: float | None = _param(None, "stop training once an evaluation's mean return reaches this", "float?")
+    checkpoint_freq: int = _param(50_000, "env steps between two checkpoints of the run (0: never)", "int")
+    log_interval: int = _param(10_000, "env steps between two rows of training metrics", "int")
+    seed: int = _param(0, "random seed of the run", "int")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_timesteps >= 0, "n_timesteps must be >= 0"),
+            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1]"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (0 <= self.exploration_initial_eps <= 1, "exploration_initial_eps must be in [0, 1]"),
+            (0 <= self.exploration_final_eps <= 1, "exploration_final_eps must be in [0, 1]"),
+            (self.exploration_decay_rate >= 0, "exploration_decay_rate must be >= 0"),
+            (0 <= self.exploration_fraction <= 1, "exploration_fraction must be in [0, 1]"),
+            (self.eval_freq >= 0 and self.checkpoint_freq >= 0, "eval_freq and checkpoint_freq must be >= 0"),
+            (self.n_eval_episodes >= 1, "n_eval_episodes must be >= 1"),
+            (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
+            (self.log_interval >= 1, "log_interval must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise QzooError(f"invalid config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+Config = DQNConfig | QLearningConfig
+SCHEMAS: dict[str, type] = {"dqn": DQNConfig, "qlearning": QLearningConfig}
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain YAML-ready values of a config (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _fields(schema: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(schema)}
 
 # RL-Zoo keys that qzoo understands under another form, and those that have no meaning here.
 # They are reported to the user, never dropped silently.
@@ -182,9 +239,9 @@ def _closest(name: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
+def _coerce(field_: dataclasses.Field, value: Any, source: str) -> Any:
     """Check ``value`` against the field's kind; return it in canonical form."""
-    meta = FIELDS[name].metadata
+    name, meta = field_.name, field_.metadata
     kind, choices = meta["kind"], meta["choices"]
     bad = QzooError(f"{source}: {name} must be {_KIND_WORDS[kind]}, got {value!r}")
     if kind.endswith("?"):
@@ -234,27 +291,28 @@ _KIND_WORDS = {
 }
 
 
-def validate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+def validate(values: Mapping[str, Any], source: str, schema: type = DQNConfig) -> dict[str, Any]:
     """Strictly check a mapping of hyperparameters; unknown keys name the valid ones."""
+    fields = _fields(schema)
     out = {}
-    valid = sorted(FIELDS)
+    valid = sorted(fields)
     for name, value in values.items():
-        if name not in FIELDS:
+        if name not in fields:
             raise QzooError(
                 f"{source}: unknown hyperparameter {name!r}{_closest(str(name), valid)}; valid: {', '.join(valid)}"
             )
-        out[name] = _coerce(name, value, source)
+        out[name] = _coerce(fields[name], value, source)
     return out
 
 
-def build(values: Mapping[str, Any], source: str = "config") -> DQNConfig:
-    """A DQNConfig from a mapping of hyperparameters, checked like any user input."""
-    return DQNConfig(**validate(values, source))
+def build(values: Mapping[str, Any], source: str = "config", schema: type = DQNConfig) -> Any:
+    """A config of ``schema`` from a mapping of hyperparameters, checked like any user input."""
+    return schema(**validate(values, source, schema))
 
 
-def replace(config: DQNConfig, source: str = "config", **overrides: Any) -> DQNConfig:
+def replace(config: Any, source: str = "config", **overrides: Any) -> Any:
     """A copy of ``config`` with checked ``overrides``."""
-    return build({**config.to_dict(), **overrides}, source)
+    return build({**to_dict(config), **overrides}, source, type(config))
 
 
 # ---------------------------------------------------------------------------------- RL-Zoo format
@@ -274,12 +332,17 @@ def _parse_policy_kwargs(text: str, source: str) -> dict[str, Any]:
     raise QzooError(f"{source}: policy_kwargs must be a literal like dict(net_arch=[256, 256]), got {text!r}")
 
 
-def translate_rlzoo(values: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+def translate_rlzoo(
+    values: Mapping[str, Any], source: str, schema: type = DQNConfig
+) -> tuple[dict[str, Any], list[str]]:
     """Map RL-Zoo / Stable-Baselines3 keys onto qzoo's; returns the values and the notes for the user."""
     out: dict[str, Any] = {}
     notes: list[str] = []
+    fields = _fields(schema)
     for key, value in values.items():
-        if key == "policy":
+        if key in fields and key != "train_freq":
+            out[key] = value
+        elif key == "policy":
             network = {"MlpPolicy": "mlp", "CnnPolicy": "cnn"}.get(value)
             if network is None:
                 raise QzooError(f"{source}: policy must be MlpPolicy or CnnPolicy, got {value!r}")
@@ -295,12 +358,10 @@ def translate_rlzoo(values: Mapping[str, Any], source: str) -> tuple[dict[str, A
             if len(value) != 2 or value[1] != "step":
                 raise QzooError(f"{source}: train_freq must count env steps, got {value!r}")
             out["train_freq"] = value[0]
-        elif key in FIELDS:
-            out[key] = value
         elif key in _RLZOO_IGNORED:
             notes.append(f"{source}: ignored {key} ({_RLZOO_IGNORED[key]})")
         else:
-            out[key] = value  # validate() reports it as unknown, with the valid names
+            out[key] = value  # validate() checks it against the schema, naming the valid keys
     return out, notes
 
 
@@ -333,27 +394,50 @@ def select_entry(presets: Mapping[str, Any], env_id: str, family: str | None) ->
     return None
 
 
+def _variant(key: str) -> tuple[str, dict[str, Any]]:
+    """``"FrozenLake-v1[is_slippery=false]"`` -> ``("FrozenLake-v1", {"is_slippery": False})``."""
+    name, _, rest = key.partition("[")
+    if not rest:
+        return key, {}
+    return name, parse_assignments([a for a in rest.rstrip("]").split(",") if a], f"preset {key}")
+
+
+def preset_entries(presets: Mapping[str, Any], env_id: str, family: str | None, env_kwargs: Mapping[str, Any]):
+    """The built-in entries that apply, most general first: family, env id, then env id variants
+    (``ENV[key=value,...]``) whose env_kwargs all match the user's."""
+    keys = [family] if family in presets else []
+    keys += [env_id] if env_id in presets else []
+    variants = []
+    for key in presets:
+        name, wanted = _variant(key)
+        if wanted and name == env_id and all(k in env_kwargs and env_kwargs[k] == v for k, v in wanted.items()):
+            variants.append((len(wanted), key))
+    keys += [key for _, key in sorted(variants, key=lambda v: v[0])]  # the more specific, the later
+    return [(key, presets[key]) for key in keys]
+
+
 def resolve(
     env_id: str,
     family: str | None,
     config_file: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
-) -> tuple[DQNConfig, list[str]]:
-    """Resolve a run's config: defaults -> built-in preset -> ``-c FILE`` -> overrides.
+    algo: str = "dqn",
+) -> tuple[Any, list[str]]:
+    """Resolve a run's config: defaults -> built-in presets -> ``-c FILE`` -> overrides -> ``env_kwargs``.
 
-    Returns the config and notes for the user (which preset applied, keys that were ignored).
+    Returns the config and notes for the user (which presets applied, keys that were ignored).
     """
+    schema = SCHEMAS[algo]
     values: dict[str, Any] = {}
     notes: list[str] = []
-    presets = builtin_presets()
-    # Built-in presets layer: the family's values, then the env's own (which hold only what differs).
-    for key in (family, env_id):
-        if key is not None and key in presets:
-            translated, extra = translate_rlzoo(presets[key], f"preset {key}")
-            values.update(validate(translated, f"preset {key}"))
-            notes.append(f"preset: {key}")
-            notes += extra
+    user_env_kwargs = {**(overrides or {}).get("env_kwargs", {}), **(env_kwargs or {})}
+    # Built-in presets layer: each holds only what differs from the one before.
+    for key, entry in preset_entries(builtin_presets(algo), env_id, family, user_env_kwargs):
+        translated, extra = translate_rlzoo(entry, f"preset {key}", schema)
+        values.update(validate(translated, f"preset {key}", schema))
+        notes.append(f"preset: {key}")
+        notes += extra
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -370,19 +454,19 @@ def resolve(
             source = config_file
         if not isinstance(data, dict):
             raise QzooError(f"{config_file}: expected a mapping of hyperparameters")
-        translated, extra = translate_rlzoo(data, source)
-        values.update(validate(translated, source))
+        translated, extra = translate_rlzoo(data, source, schema)
+        values.update(validate(translated, source, schema))
         notes += extra
     if overrides:
-        translated, extra = translate_rlzoo(overrides, "--set")
-        values.update(validate(translated, "--set"))
+        translated, extra = translate_rlzoo(overrides, "--set", schema)
+        values.update(validate(translated, "--set", schema))
         notes += extra
     if env_kwargs:
         values["env_kwargs"] = {**values.get("env_kwargs", {}), **env_kwargs}
-    return build(values), notes
+    return build(values, "config", schema), notes
 
 
-def describe_fields() -> list[tuple[str, Any, str]]:
+def describe_fields(schema: type = DQNConfig) -> list[tuple[str, Any, str]]:
     """(name, default, help) for each hyperparameter, for ``qzoo presets`` and docs."""
-    defaults = DQNConfig().to_dict()
-    return [(name, defaults[name], f.metadata["help"]) for name, f in FIELDS.items()]
+    defaults = to_dict(schema())
+    return [(name, defaults[name], f.metadata["help"]) for name, f in _fields(schema).items()]

@@ -28,7 +28,8 @@ from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats, evaluate
-from qzoo.losses import linear_schedule, q_loss, soft_update, td_target
+from qzoo.losses import q_loss, soft_update, td_target
+from qzoo.schedules import linear_schedule
 from qzoo.networks import build_q_network, choose_network, weights_sha256
 
 MODEL_FORMAT = 1
@@ -53,15 +54,6 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def env_options(config: cfg.DQNConfig) -> EnvOptions:
-    return EnvOptions(
-        frame_stack=config.frame_stack,
-        atari_protocol=config.atari_protocol,
-        atari_crop=config.atari_crop,
-        env_kwargs=config.env_kwargs,
-    )
-
-
 class DQN:
     """A Deep Q-Network agent with ``learn``, ``predict``, ``save`` and ``load``.
 
@@ -69,6 +61,9 @@ class DQN:
     >>> agent.learn()
     >>> action, _ = agent.predict(obs)
     """
+
+    algo = ALGO
+    file_suffix = ".pt"
 
     def __init__(self, env_id: str, config: cfg.DQNConfig | None = None, **hyperparameters: Any):
         if config is None:
@@ -83,7 +78,7 @@ class DQN:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
-        self.env = make_env(env_id, env_options(config), training=True)
+        self.env = self.make_env(training=True)
         self.env.action_space.seed(config.seed)
         space = self.env.observation_space
         self.obs_shape, self.obs_dtype = tuple(space.shape), space.dtype
@@ -104,6 +99,12 @@ class DQN:
 
     # ------------------------------------------------------------------------------ construction
 
+    def make_env(self, training: bool, render_mode: str | None = None):
+        """This agent's env: for training (clipped rewards, life-loss episodes on Atari) or evaluation."""
+        c = self.config
+        options = EnvOptions(c.frame_stack, c.atari_protocol, c.atari_crop, c.env_kwargs)
+        return make_env(self.env_id, options, training=training, render_mode=render_mode)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = self.q_net.parameters()
         if self.config.optimizer == "rmsprop":
@@ -119,6 +120,13 @@ class DQN:
     def replay_bytes(self) -> int:
         frame_shape = self.obs_shape[1:] if self.stack > 1 else self.obs_shape
         return replay_bytes(self.config.buffer_size, frame_shape, self.obs_dtype, self.stack)
+
+    memory_bytes = replay_bytes  # what the run allocates beyond the networks
+
+    def describe(self) -> dict[str, Any]:
+        replay = self.replay_bytes()
+        return {"network": self.network_kind, "obs_shape": list(self.obs_shape), "n_actions": self.n_actions,
+                "replay_bytes": replay, "replay_bytes_per_transition": replay / self.config.buffer_size}
 
     @property
     def buffer(self) -> ReplayBuffer:
@@ -243,7 +251,7 @@ class DQN:
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         """Full episodes on an evaluation env (real scores); seeds differ from training's."""
         if self._eval_env is None:
-            self._eval_env = make_env(self.env_id, env_options(self.config), training=False)
+            self._eval_env = self.make_env(training=False)
         seed = self.config.seed + 1_000_000 if seed is None else seed
         eps = self.config.eval_epsilon if epsilon is None else epsilon
         return evaluate(self.greedy_action, self._eval_env, n_episodes, seed, eps)

@@ -20,6 +20,7 @@ full games. The real score of every training game is recorded below those wrappe
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -33,22 +34,32 @@ from qzoo.errors import QzooError
 ATARI_SCREEN = (210, 160)
 ATARI_MAX_EPISODE_STEPS = 27_000  # 108,000 frames at frame skip 4 (Machado et al. 2018, section 5)
 
-_ale_registered = False
+_registered = False
 
 
-def _register_ale() -> None:
-    global _ale_registered
-    if not _ale_registered:
-        import ale_py
+def _register_envs() -> None:
+    """ALE's games, and Taxi-v3 where Gymnasium (>= 1.3) only registers Taxi-v4.
 
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on every import
-        gym.register_envs(ale_py)
-        _ale_registered = True
+    Taxi-v4 changed only the optional rainy and fickle-passenger modes; with both off (the default)
+    its dynamics, rewards and 200-step limit are Taxi-v3's, so the course's env id keeps working.
+    """
+    global _registered
+    if _registered:
+        return
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on every import
+    gym.register_envs(ale_py)
+    if "Taxi-v3" not in gym.registry and "Taxi-v4" in gym.registry:
+        v4 = gym.registry["Taxi-v4"]
+        gym.register("Taxi-v3", entry_point=v4.entry_point, max_episode_steps=v4.max_episode_steps,
+                     reward_threshold=v4.reward_threshold, kwargs={"is_rainy": False, "fickle_passenger": False})
+    _registered = True
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of ``env_id``; an unknown id is an error with close matches."""
-    _register_ale()
+    _register_envs()
     try:
         return gym.spec(env_id)
     except gym.error.Error:
@@ -260,7 +271,10 @@ def make_env(
         if is_atari(env_id):
             env = _make_atari(env_id, options, training, render_mode)
         else:
-            env = gym.make(env_id, render_mode=render_mode, **(options.env_kwargs or {}))
+            with warnings.catch_warnings():
+                # Our Taxi-v3 is Taxi-v4's deterministic env; gymnasium warns that v3 is out of date.
+                warnings.filterwarnings("ignore", message=".*out of date.*")
+                env = gym.make(env_id, render_mode=render_mode, **(options.env_kwargs or {}))
             env = gym.wrappers.RecordEpisodeStatistics(env)
     except gym.error.DependencyNotInstalled as exc:
         raise QzooError(f"{env_id} needs a package that is not installed: {exc}") from None

@@ -43,17 +43,6 @@ def q_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "huber") -> 
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def linear_schedule(start: float, end: float, fraction: float, progress: float) -> float:
-    """Linear from ``start`` to ``end`` over the first ``fraction`` of training, then flat.
-
-    ``progress`` is the share of training done, in [0, 1]. Used for epsilon (Mnih et al. 2015:
-    1 -> 0.1 over the first million frames).
-    """
-    if fraction <= 0 or progress >= fraction:
-        return end
-    return start + (end - start) * progress / fraction
-
-
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
     """theta_target <- tau * theta_online + (1 - tau) * theta_target; tau = 1 is the plain copy."""
     with torch.no_grad():

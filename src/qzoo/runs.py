@@ -9,7 +9,7 @@
         tb/                 the same metrics as TensorBoard events
         checkpoints/latest.pt   every checkpoint_freq env steps, with target network and optimizer
         checkpoints/best.pt     the model of the best evaluation so far
-        model.pt            the final model
+        model.pt            the final model (model.npz for a Q-table, like the checkpoints)
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ import yaml
 from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats
 
-MODEL_FILE = "model.pt"
-LATEST_FILE = "checkpoints/latest.pt"
-BEST_FILE = "checkpoints/best.pt"
+# Names without suffix: an agent class adds its own (.pt for DQN, .npz for a Q-table).
+MODEL_FILE = "model"
+LATEST_FILE = "checkpoints/latest"
+BEST_FILE = "checkpoints/best"
+SUFFIXES = (".pt", ".npz")
 
 
 def default_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
@@ -92,17 +94,18 @@ class RunRecorder:
             raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.dir = run_dir
+        self.suffix = agent.file_suffix
         self.started = time.perf_counter()
         write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
         self.meta = {
-            "algo": "dqn",
+            "algo": agent.algo,
             "env_id": agent.env_id,
             "command": shlex.join(["qzoo", *argv]) if argv is not None else None,
             "versions": library_versions(),
             "started": _now(),
             "status": "running",
             "notes": notes,
-            "replay_bytes": agent.replay_bytes(),
+            **agent.describe(),
         }
         self._write_meta()
         self.episodes = _Csv(run_dir / "episodes.csv", ["step", "episode", "return", "length", "time"])
@@ -153,17 +156,17 @@ class RunRecorder:
         self.tb.add_scalar("eval/result", stats.result, step)
         if stats.mean > self.best_mean:
             self.best_mean = stats.mean
-            agent.save(self.dir / BEST_FILE)
+            agent.save(self.dir / (BEST_FILE + self.suffix))
             self.meta["best"] = {"step": step, "mean": stats.mean, "std": stats.std, "result": stats.result}
             self._write_meta()
 
     def on_checkpoint(self, agent) -> None:
-        agent.save(self.dir / LATEST_FILE, with_training_state=True)
+        agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
 
     def finish(self, agent, status: str) -> None:
         """Save the final model and close every file; ``status`` is 'finished' or 'interrupted'."""
-        agent.save(self.dir / MODEL_FILE)
-        agent.save(self.dir / LATEST_FILE, with_training_state=True)
+        agent.save(self.dir / (MODEL_FILE + self.suffix))
+        agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
         self.bar.n = agent.num_timesteps
         self.bar.close()
         self.meta.update(status=status, ended=_now(), steps=agent.num_timesteps, episodes=agent.num_episodes,
@@ -188,9 +191,11 @@ def find_model(target: str | Path, best: bool = False) -> Path:
         raise QzooError(f"run folder not found: {path}")
     candidates = [BEST_FILE] if best else [MODEL_FILE, LATEST_FILE]
     for name in candidates:
-        if (path / name).is_file():
-            return path / name
-    raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({' or '.join(candidates)})")
+        for suffix in SUFFIXES:
+            if (path / (name + suffix)).is_file():
+                return path / (name + suffix)
+    names = " or ".join(name + ".*" for name in candidates)
+    raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({names})")
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""The algorithms qzoo trains, by name, and loading any saved agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qzoo.errors import QzooError
+
+ALGOS = ("dqn", "qlearning")
+
+
+def agent_class(algo: str):
+    if algo == "dqn":
+        from qzoo.dqn import DQN
+
+        return DQN
+    if algo == "qlearning":
+        from qzoo.qlearning import QLearning
+
+        return QLearning
+    raise QzooError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGOS)}")
+
+
+def load_agent(path: str | Path) -> Any:
+    """A saved agent of any algorithm, told apart by its file: .npz is a Q-table, anything else DQN."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return agent_class("qlearning").load(path)
+    # device auto: a model trained on a GPU evaluates on a machine without one.
+    return agent_class("dqn").load(path, device="auto")

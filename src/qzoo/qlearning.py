@@ -1,0 +1,207 @@
+"""Tabular Q-learning (Watkins 1989), the step before Deep Q-Learning, for Discrete observation spaces.
+
+The Q-function is a table with one row per state and one column per action:
+
+    for each env step:
+        with probability epsilon pick a random action, else argmax_a Q[s, a] (ties broken at random)
+        step the env and update the table towards the Bellman target:
+            Q[s, a] += lr * (r + gamma * max_a' Q[s', a'] - Q[s, a])     (no bootstrap from a terminal)
+
+It has the same interface as ``qzoo.dqn.DQN`` (``learn``, ``predict``, ``evaluate``, ``save``, ``load``)
+and writes the same run folder, so the two sit side by side on one command line. The table is saved
+as ``.npz`` (numpy arrays and a JSON string; loaded with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from qzoo import config as cfg
+from qzoo.envs import EnvOptions, family, make_env
+from qzoo.errors import QzooError
+from qzoo.evaluation import EvalStats, evaluate
+from qzoo.schedules import exponential_schedule, linear_schedule
+
+MODEL_FORMAT = 1
+ALGO = "qlearning"
+
+
+def q_learning_update(
+    q_table: np.ndarray, state: int, action: int, reward: float, next_state: int, terminated: bool,
+    learning_rate: float, gamma: float,
+) -> float:
+    """Q[s, a] += lr * (r + gamma * (1 - terminated) * max_a' Q[s', a'] - Q[s, a]), in place.
+
+    A truncation (time limit) still bootstraps from s': only a real terminal has no future.
+    Returns the TD error before the update.
+    """
+    future = 0.0 if terminated else float(q_table[next_state].max())
+    td_error = reward + gamma * future - float(q_table[state, action])
+    q_table[state, action] += learning_rate * td_error
+    return td_error
+
+
+class QLearning:
+    """A Q-table agent with ``learn``, ``predict``, ``evaluate``, ``save`` and ``load``."""
+
+    algo = ALGO
+    file_suffix = ".npz"
+
+    def __init__(self, env_id: str, config: cfg.QLearningConfig | None = None, **hyperparameters: Any):
+        if config is None:
+            config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters, algo=ALGO)
+        elif hyperparameters:
+            config = cfg.replace(config, "QLearning()", **hyperparameters)
+        self.env_id = env_id
+        self.config = config
+        self.env = self.make_env(training=True)
+        space = self.env.observation_space
+        if not isinstance(space, gym.spaces.Discrete):
+            self.env.close()
+            raise QzooError(
+                f"{env_id} has a {type(space).__name__} observation space; tabular Q-learning needs a Discrete one "
+                "(use --algo dqn)"
+            )
+        self.n_states, self.n_actions = int(space.n), int(self.env.action_space.n)
+        self.q_table = np.zeros((self.n_states, self.n_actions), dtype=np.float64)
+        self.rng = np.random.default_rng(config.seed)
+        self.num_timesteps = 0
+        self.num_episodes = 0
+        self._obs: int | None = None
+        self._eval_env: gym.Env | None = None
+        self.best_mean_return = -float("inf")
+
+    def make_env(self, training: bool, render_mode: str | None = None) -> gym.Env:
+        return make_env(self.env_id, EnvOptions(env_kwargs=self.config.env_kwargs), training, render_mode)
+
+    def memory_bytes(self) -> int:
+        return self.q_table.nbytes
+
+    def describe(self) -> dict[str, Any]:
+        return {"table_shape": [self.n_states, self.n_actions], "memory_bytes": self.memory_bytes()}
+
+    # ------------------------------------------------------------------------------------ acting
+
+    def exploration_rate(self, horizon: int | None = None) -> float:
+        c = self.config
+        if c.exploration_schedule == "exponential":
+            return exponential_schedule(
+                c.exploration_initial_eps, c.exploration_final_eps, c.exploration_decay_rate, self.num_episodes
+            )
+        progress = self.num_timesteps / max(horizon or c.n_timesteps, 1)
+        return linear_schedule(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction, progress)
+
+    def greedy_action(self, state) -> int:
+        return int(self.q_table[int(state)].argmax())
+
+    def predict(self, state, deterministic: bool = True) -> tuple[Any, None]:
+        """SB3-style: (action or actions, None) for one state or an array of states."""
+        states = np.asarray(state, dtype=np.int64)
+        actions = self.q_table[states].argmax(axis=-1)
+        if not deterministic:
+            explore = self.rng.random(actions.shape) < self.config.exploration_final_eps
+            actions = np.where(explore, self.rng.integers(self.n_actions, size=actions.shape), actions)
+        return (int(actions) if actions.ndim == 0 else actions), None
+
+    def _act(self, state: int, epsilon: float) -> int:
+        if self.rng.random() < epsilon:
+            return int(self.rng.integers(self.n_actions))
+        row = self.q_table[state]
+        # Random among the best: an untouched row (all zeros) must not always pick action 0.
+        return int(self.rng.choice(np.flatnonzero(row == row.max())))
+
+    # ---------------------------------------------------------------------------------- learning
+
+    def learn(self, total_timesteps: int | None = None, recorder=None) -> "QLearning":
+        """Train for ``total_timesteps`` env steps (default: the config's ``n_timesteps``); calls continue the run."""
+        c = self.config
+        horizon = self.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
+        if self._obs is None:
+            self._obs, _ = self.env.reset(seed=c.seed)
+        started, steps_at_start = time.perf_counter(), self.num_timesteps
+        td_errors: list[float] = []
+        while self.num_timesteps < horizon:
+            epsilon = self.exploration_rate(horizon)
+            action = self._act(int(self._obs), epsilon)
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            td_errors.append(q_learning_update(self.q_table, int(self._obs), action, float(reward), int(next_obs),
+                                               terminated, c.learning_rate, c.gamma))
+            self._obs = next_obs
+            self.num_timesteps += 1
+            if terminated or truncated:
+                self._obs, _ = self.env.reset()
+            if "episode" in info:
+                self.num_episodes += 1
+                if recorder:
+                    recorder.on_episode(self, float(info["episode"]["r"]), int(info["episode"]["l"]))
+
+            t = self.num_timesteps
+            if recorder and t % c.log_interval == 0:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                recorder.on_train(self, {"epsilon": epsilon, "steps_per_second": (t - steps_at_start) / elapsed,
+                                         "loss": float(np.mean(np.square(td_errors)))})
+                td_errors.clear()
+            if c.eval_freq and t % c.eval_freq == 0:
+                stats = self.evaluate(c.n_eval_episodes)
+                self.best_mean_return = max(self.best_mean_return, stats.mean)
+                if recorder:
+                    recorder.on_evaluation(self, stats)
+                if c.stop_reward is not None and stats.mean >= c.stop_reward:
+                    break
+            if recorder and c.checkpoint_freq and t % c.checkpoint_freq == 0:
+                recorder.on_checkpoint(self)
+        return self
+
+    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
+        """Greedy play on a separate env; episode i starts from seed + i."""
+        if self._eval_env is None:
+            self._eval_env = self.make_env(training=False)
+        seed = self.config.seed + 1_000_000 if seed is None else seed
+        eps = self.config.eval_epsilon if epsilon is None else epsilon
+        return evaluate(self.greedy_action, self._eval_env, n_episodes, seed, eps)
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def weights_sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.q_table).tobytes()).hexdigest()
+
+    def save(self, path: str | Path, with_training_state: bool = False) -> None:
+        """Write the table and its metadata atomically as .npz (no pickle)."""
+        del with_training_state  # the table is the whole training state
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": MODEL_FORMAT, "algo": ALGO, "env_id": self.env_id, "config": self.config.to_dict(),
+                "num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes}
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, q_table=self.q_table, meta=np.array(json.dumps(meta)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, **config_overrides: Any) -> "QLearning":
+        path = Path(path)
+        if not path.is_file():
+            raise QzooError(f"model file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                q_table = data["q_table"]
+                meta = json.loads(str(data["meta"]))
+        except Exception as exc:  # zipfile, KeyError, ValueError, JSON errors: all mean a damaged file
+            raise QzooError(f"cannot read model file {path}: it is truncated or not a qzoo model ({type(exc).__name__})") from None
+        if meta.get("algo") != ALGO or meta.get("format") != MODEL_FORMAT:
+            raise QzooError(f"{path} is not a qzoo Q-learning model of format {MODEL_FORMAT}")
+        config = cfg.build({**meta["config"], **config_overrides}, str(path), cfg.QLearningConfig)
+        agent = cls(meta["env_id"], config)
+        if q_table.shape != agent.q_table.shape:
+            raise QzooError(f"{path}: table shape {q_table.shape} does not fit {meta['env_id']} {agent.q_table.shape}")
+        agent.q_table[:] = q_table
+        agent.num_timesteps = int(meta["num_timesteps"])
+        agent.num_episodes = int(meta["num_episodes"])
+        return agent

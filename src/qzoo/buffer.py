@@ -197,3 +197,37 @@ class ReplayBuffer:
             terminated=self.terminated[rows],
             truncated=self.truncated[rows],
         )
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What a checkpoint needs to rebuild this memory bit for bit: (JSON-ready numbers, arrays).
+
+        Only the filled part of each ring is returned, as views (no copy): early in a run a
+        checkpoint is small, and a full Atari memory is written once, ring by ring.
+        """
+        frames = self.frames[: min(self.frames_written, self.frame_capacity)]
+        rows = len(self)
+        arrays = {"frames": frames, "obs_frames": self.obs_frames[:rows], "next_frame": self.next_frame[:rows],
+                  "actions": self.actions[:rows], "rewards": self.rewards[:rows],
+                  "terminated": self.terminated[:rows], "truncated": self.truncated[:rows]}
+        numbers = {"capacity": self.capacity, "stack": self.stack, "frames_written": self.frames_written,
+                   "pos": self.pos, "full": self.full, "rng": self.rng.bit_generator.state,
+                   "current": [None if c is None else c.tolist() for c in self._current]}
+        return numbers, arrays
+
+    def restore(self, numbers: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Load ``state()``'s output into this (freshly allocated, same-shaped) memory."""
+        if numbers["capacity"] != self.capacity or numbers["stack"] != self.stack:
+            raise ValueError(f"replay memory of capacity {numbers['capacity']} and stack {numbers['stack']} "
+                             f"does not fit one of capacity {self.capacity} and stack {self.stack}")
+        for name, saved in arrays.items():
+            target = getattr(self, name)
+            if saved.dtype != target.dtype or saved.shape[1:] != target.shape[1:] or len(saved) > len(target):
+                raise ValueError(f"replay array {name} {saved.dtype}{saved.shape} does not fit {target.dtype}{target.shape}")
+            target[: len(saved)] = saved
+        self.frames_written = int(numbers["frames_written"])
+        self.pos = int(numbers["pos"])
+        self.full = bool(numbers["full"])
+        self._current = [None if c is None else np.array(c, dtype=_INDEX_DTYPE) for c in numbers["current"]]
+        self.rng.bit_generator.state = numbers["rng"]

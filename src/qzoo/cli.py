@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train an agent; writes a run folder")
-    train.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
+    train.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4 (required)")
     train.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"],
                        help="dqn (default), or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
     train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true", help="resolve and print the config; train nothing")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a stopped or killed run exactly from its newest checkpoint, with its own config")
+    train.add_argument("--deterministic", action="store_true",
+                       help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained agent on full episodes")
     evaluate.add_argument("run", help="run folder or model file")
@@ -83,7 +87,13 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from qzoo.envs import env_spec, family
     from qzoo.runs import RunRecorder, default_run_dir
 
+    if args.resume:
+        return _resume_train(args, argv)
+    if not args.env:
+        raise QzooError("the following arguments are required: --env (or --resume RUN_DIR)")
     overrides = cfg.parse_assignments(args.set, "--set")
+    if args.deterministic and args.algo == "dqn":  # a Q-table run is exact already
+        overrides = {"device": "cpu", "torch_threads": 1, **overrides, "deterministic": True}
     if args.steps is not None:
         overrides["n_timesteps"] = args.steps
     if args.seed is not None:
@@ -109,18 +119,58 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.runs_root, args.algo, args.env, config.seed)
     recorder = RunRecorder(run_dir, agent, argv, notes, progress=False if args.no_progress or args.json else None)
-    status = "finished"
+    return _learn(agent, recorder, None, run_dir, args)
+
+
+def _resume_train(args: argparse.Namespace, argv: list[str]) -> int:
+    """``qzoo train --resume RUN``: every check passes before anything in the run folder changes."""
+    from qzoo import checkpoint
+    from qzoo.algos import agent_class
+    from qzoo.runs import RunRecorder, read_meta
+
+    changes = [flag for flag, given in [("--env", args.env), ("-n", args.steps is not None),
+               ("--seed", args.seed is not None), ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set),
+               ("--env-kwargs", args.env_kwargs), ("--until-solved", args.until_solved),
+               ("--deterministic", args.deterministic), ("--dry-run", args.dry_run)] if given]
+    if changes:
+        raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
+    run_dir = Path(args.resume)
+    saved = checkpoint.read_latest(run_dir)
+    if read_meta(run_dir).get("status") == "finished":
+        raise QzooError(f"{run_dir} finished its {read_meta(run_dir).get('steps')} env steps; nothing to resume")
+    agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
+    recorder = RunRecorder(run_dir, agent, argv, [], progress=False if args.no_progress or args.json else None,
+                           resume=saved)
+    return _learn(agent, recorder, agent.horizon - agent.num_timesteps, run_dir, args)
+
+
+def _learn(agent, recorder, total_timesteps: int | None, run_dir: Path, args: argparse.Namespace) -> int:
+    """Train, then close the run folder: finished, interrupted by a signal, or failed.
+
+    On an error (a NaN loss, a full disk) no model is saved: the last good checkpoint stays the newest
+    and run.json says ``failed`` with the message.
+    """
+    status, code = "finished", 0
+    with recorder.stopping_on_signals():
+        try:
+            agent.learn(total_timesteps, recorder=recorder)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a checkpoint
+            status, code = "interrupted", EXIT_INTERRUPTED
+        except BaseException as exc:
+            recorder.fail(agent, str(exc))
+            raise
+    if recorder.stop_requested:
+        status, code = "interrupted", 128 + recorder.stop_requested  # 130 for SIGINT, 143 for SIGTERM
     try:
-        agent.learn(recorder=recorder)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
         recorder.finish(agent, status)
-    report = {"run_dir": str(run_dir), "env_id": args.env, "steps": agent.num_timesteps,
+    except OSError as exc:
+        recorder.fail(agent, str(exc))
+        raise QzooError(f"cannot save the final model in {run_dir}: {exc.strerror or exc}") from None
+    report = {"run_dir": str(run_dir), "env_id": agent.env_id, "steps": agent.num_timesteps,
               "episodes": agent.num_episodes, "status": status, "best": recorder.meta.get("best"),
               "weights_sha256": agent.weights_sha256()}
     _print(report, args.json, f"run saved in {run_dir} ({agent.num_timesteps} env steps, {status})")
-    return EXIT_INTERRUPTED if status == "interrupted" else 0
+    return code
 
 
 def _load_agent(target: str, best: bool = False):

@@ -72,6 +72,9 @@ class DQNConfig:
     seed: int = _param(0, "random seed of the run", "int")
     device: str = _param("auto", "torch device: auto picks cuda when present", "str", ("auto", "cpu", "cuda"))
     torch_threads: int = _param(0, "torch CPU threads (0: one per core; measured faster than 1 here)", "int")
+    deterministic: bool = _param(
+        False, "bit-exact runs: torch deterministic algorithms; needs device cpu and torch_threads >= 1", "bool"
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -98,6 +101,9 @@ class DQNConfig:
             (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
             (self.log_interval >= 1, "log_interval must be >= 1"),
             (self.torch_threads >= 0, "torch_threads must be >= 0"),
+            # auto stays allowed so that a saved deterministic run loads for evaluation on any machine.
+            (not self.deterministic or (self.device != "cuda" and self.torch_threads >= 1),
+             "deterministic needs device cpu and a fixed torch_threads >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -27,6 +27,7 @@ from qzoo import config as cfg
 from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError
+from qzoo.files import atomic_write
 from qzoo.evaluation import EvalStats, evaluate
 from qzoo.losses import q_loss, soft_update, td_target
 from qzoo.schedules import linear_schedule
@@ -43,6 +44,7 @@ class Recorder(Protocol):
     def on_train(self, agent: "DQN", metrics: dict[str, float]) -> None: ...
     def on_evaluation(self, agent: "DQN", stats: EvalStats) -> None: ...
     def on_checkpoint(self, agent: "DQN") -> None: ...
+    stop_requested: int  # a signal number once SIGINT or SIGTERM arrived, else 0
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -75,6 +77,8 @@ class DQN:
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self.device = resolve_device(config.device)
+        # --deterministic: bit-exact CPU kernels (the config checks the device and a fixed thread count).
+        torch.use_deterministic_algorithms(config.deterministic and self.device.type == "cpu")
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
@@ -93,6 +97,8 @@ class DQN:
         self.num_timesteps = 0
         self.num_episodes = 0
         self.num_updates = 0
+        self.horizon = config.n_timesteps  # the env step where the current learn() ends: epsilon decays over it
+        self._pending_losses: list[float] = []  # losses since the last train.csv row
         self._obs: np.ndarray | None = None
         self._eval_env = None
         self.best_mean_return = -float("inf")
@@ -203,10 +209,11 @@ class DQN:
         """
         c = self.config
         horizon = self.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
+        self.horizon = horizon
         gradient_steps = c.train_freq if c.gradient_steps == -1 else c.gradient_steps
         if self._obs is None:
             self._obs, _ = self.env.reset(seed=c.seed)
-        losses: list[float] = []
+        losses = self._pending_losses
         started, steps_at_start = time.perf_counter(), self.num_timesteps
 
         while self.num_timesteps < horizon:
@@ -244,8 +251,11 @@ class DQN:
                     recorder.on_evaluation(self, stats)
                 if c.stop_reward is not None and stats.mean >= c.stop_reward:
                     break
-            if recorder and c.checkpoint_freq and t % c.checkpoint_freq == 0:
+            # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
+            if recorder and (c.checkpoint_freq and t % c.checkpoint_freq == 0 or recorder.stop_requested):
                 recorder.on_checkpoint(self)
+            if recorder and recorder.stop_requested:
+                break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
@@ -282,9 +292,33 @@ class DQN:
         """Write the model atomically: a crash mid-write leaves any previous file intact."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(with_training_state), tmp)
-        tmp.replace(path)
+        state = self.state(with_training_state)
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What exact resume needs beyond ``save``'s file: (JSON-ready numbers, named arrays).
+
+        The schedule position (``horizon``), the losses not yet logged, the exploration generator,
+        the current observation and the whole replay memory (``ReplayBuffer.state``).
+        """
+        numbers: dict[str, Any] = {"horizon": self.horizon, "pending_losses": list(self._pending_losses),
+                                   "best_mean_return": self.best_mean_return, "rng": self.rng.bit_generator.state}
+        arrays = {} if self._obs is None else {"obs": np.asarray(self._obs)}
+        if self._buffer is not None:
+            numbers["replay"], replay_arrays = self._buffer.state()
+            arrays.update({f"replay.{name}": array for name, array in replay_arrays.items()})
+        return numbers, arrays
+
+    def restore_resume_state(self, numbers: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of ``resume_state``, on an agent loaded from the same checkpoint's model file."""
+        self.horizon = int(numbers["horizon"])
+        self._pending_losses = [float(x) for x in numbers["pending_losses"]]
+        self.best_mean_return = float(numbers["best_mean_return"])
+        self.rng.bit_generator.state = numbers["rng"]
+        self._obs = np.array(arrays["obs"]) if "obs" in arrays else None
+        if "replay" in numbers:
+            replay = {name.removeprefix("replay."): a for name, a in arrays.items() if name.startswith("replay.")}
+            self.buffer.restore(numbers["replay"], replay)
 
     @classmethod
     def load(cls, path: str | Path, **config_overrides: Any) -> "DQN":

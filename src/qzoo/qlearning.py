@@ -27,6 +27,7 @@ from qzoo import config as cfg
 from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats, evaluate
+from qzoo.files import atomic_write
 from qzoo.schedules import exponential_schedule, linear_schedule
 
 MODEL_FORMAT = 1
@@ -74,6 +75,8 @@ class QLearning:
         self.rng = np.random.default_rng(config.seed)
         self.num_timesteps = 0
         self.num_episodes = 0
+        self.horizon = config.n_timesteps  # the env step where the current learn() ends
+        self._pending_td_errors: list[float] = []  # TD errors since the last train.csv row
         self._obs: int | None = None
         self._eval_env: gym.Env | None = None
         self.best_mean_return = -float("inf")
@@ -123,10 +126,11 @@ class QLearning:
         """Train for ``total_timesteps`` env steps (default: the config's ``n_timesteps``); calls continue the run."""
         c = self.config
         horizon = self.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
+        self.horizon = horizon
         if self._obs is None:
             self._obs, _ = self.env.reset(seed=c.seed)
         started, steps_at_start = time.perf_counter(), self.num_timesteps
-        td_errors: list[float] = []
+        td_errors = self._pending_td_errors
         while self.num_timesteps < horizon:
             epsilon = self.exploration_rate(horizon)
             action = self._act(int(self._obs), epsilon)
@@ -155,8 +159,11 @@ class QLearning:
                     recorder.on_evaluation(self, stats)
                 if c.stop_reward is not None and stats.mean >= c.stop_reward:
                     break
-            if recorder and c.checkpoint_freq and t % c.checkpoint_freq == 0:
+            # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
+            if recorder and (c.checkpoint_freq and t % c.checkpoint_freq == 0 or recorder.stop_requested):
                 recorder.on_checkpoint(self)
+            if recorder and recorder.stop_requested:
+                break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
@@ -179,10 +186,22 @@ class QLearning:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": MODEL_FORMAT, "algo": ALGO, "env_id": self.env_id, "config": self.config.to_dict(),
                 "num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, q_table=self.q_table, meta=np.array(json.dumps(meta)))
-        tmp.replace(path)
+        atomic_write(path, lambda f: np.savez(f, q_table=self.q_table, meta=np.array(json.dumps(meta))))
+
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What exact resume needs beyond the table: schedule position, generator, current state."""
+        numbers = {"horizon": self.horizon, "pending_td_errors": list(self._pending_td_errors),
+                   "best_mean_return": self.best_mean_return, "rng": self.rng.bit_generator.state,
+                   "obs": None if self._obs is None else int(self._obs)}
+        return numbers, {}
+
+    def restore_resume_state(self, numbers: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        del arrays  # a Q-table run has none beyond the table, which the model file holds
+        self.horizon = int(numbers["horizon"])
+        self._pending_td_errors = [float(x) for x in numbers["pending_td_errors"]]
+        self.best_mean_return = float(numbers["best_mean_return"])
+        self.rng.bit_generator.state = numbers["rng"]
+        self._obs = numbers["obs"]
 
     @classmethod
     def load(cls, path: str | Path, **config_overrides: Any) -> "QLearning":

@@ -7,18 +7,28 @@
         train.csv           every log_interval env steps: epsilon, mean loss, env steps per second
         evaluations.csv     every eval_freq env steps: mean, std and result = mean - std
         tb/                 the same metrics as TensorBoard events
-        checkpoints/latest.pt   every checkpoint_freq env steps, with target network and optimizer
+        checkpoints/step-N/     every checkpoint_freq env steps and on SIGINT / SIGTERM: everything exact
+                                resume needs (``qzoo.checkpoint``); only the newest is kept
+        checkpoints/latest.pt   at the end: the final model with target network and optimizer
         checkpoints/best.pt     the model of the best evaluation so far
         model.pt            the final model (model.npz for a Q-table, like the checkpoints)
+
+``qzoo train --resume RUN`` reopens the folder: each CSV is cut back to its size at the checkpoint
+(the rows after it are computed again, so none is lost or written twice) and TensorBoard events
+after the checkpoint's step are purged (``purge_step``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,8 +36,10 @@ from typing import Any
 
 import yaml
 
+from qzoo import checkpoint
 from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats
+from qzoo.files import atomic_write
 
 # Names without suffix: an agent class adds its own (.pt for DQN, .npz for a Q-table).
 MODEL_FILE = "model"
@@ -82,53 +94,74 @@ class _Csv:
         self._writer.writerow(row)
         self._file.flush()
 
+    def size(self) -> int:
+        """Bytes written so far: where a resumed run cuts the file back to."""
+        return self._file.tell()
+
     def close(self) -> None:
         self._file.close()
 
 
 class RunRecorder:
-    """Writes a run folder while ``DQN.learn`` reports to it (see ``qzoo.dqn.Recorder``)."""
+    """Writes a run folder while ``DQN.learn`` reports to it (see ``qzoo.dqn.Recorder``).
 
-    def __init__(self, run_dir: Path, agent, argv: list[str] | None, notes: list[str], progress: bool | None = None):
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    ``resume``: reopen the folder of ``resume``'s run where that checkpoint left it.
+    """
+
+    CSV_FILES = ("episodes.csv", "train.csv", "evaluations.csv")
+
+    def __init__(self, run_dir: Path, agent, argv: list[str] | None, notes: list[str], progress: bool | None = None,
+                 resume: checkpoint.Checkpoint | None = None):
+        command = shlex.join(["qzoo", *argv]) if argv is not None else None
+        run_state: dict[str, Any] = resume.state["run"] if resume else {}
+        if resume is None:
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
+            self.meta = {
+                "algo": agent.algo,
+                "env_id": agent.env_id,
+                "command": command,
+                "versions": library_versions(),
+                "started": _now(),
+                "status": "running",
+                "notes": notes,
+                **agent.describe(),
+            }
+        else:
+            _cut_back(run_dir, run_state["csv_bytes"])
+            self.meta = read_meta(run_dir)
+            self.meta.update(status="running", best=run_state["best"])
+            self.meta.pop("error", None)
+            self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command})
         self.dir = run_dir
         self.suffix = agent.file_suffix
-        self.started = time.perf_counter()
-        write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
-        self.meta = {
-            "algo": agent.algo,
-            "env_id": agent.env_id,
-            "command": shlex.join(["qzoo", *argv]) if argv is not None else None,
-            "versions": library_versions(),
-            "started": _now(),
-            "status": "running",
-            "notes": notes,
-            **agent.describe(),
-        }
+        self.started = time.perf_counter() - run_state.get("elapsed", 0.0)
+        self.stop_requested = 0  # the signal number once SIGINT or SIGTERM arrived
         self._write_meta()
         self.episodes = _Csv(run_dir / "episodes.csv", ["step", "episode", "return", "length", "time"])
         self.train = _Csv(run_dir / "train.csv", ["step", "epsilon", "loss", "steps_per_second", "time"])
         self.evals = _Csv(run_dir / "evaluations.csv", ["step", "episodes", "mean", "std", "result", "time"])
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run_dir / "tb"))
+        # On resume, events after the checkpoint's step are hidden: they are written again.
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume.step + 1 if resume else None)
         from tqdm import tqdm
 
         # progress=None: a bar only on a terminal.
         disable = None if progress is None else not progress
-        self.bar = tqdm(total=agent.config.n_timesteps, unit="step", disable=disable, dynamic_ncols=True, file=sys.stderr)
-        self._recent: list[float] = []
-        self.best_mean = -float("inf")
+        self.bar = tqdm(total=agent.config.n_timesteps, initial=agent.num_timesteps, unit="step", disable=disable,
+                        dynamic_ncols=True, file=sys.stderr)
+        self._recent: list[float] = list(run_state.get("recent", []))
+        self.best_mean = float(run_state.get("best_mean", -float("inf")))
 
     def _elapsed(self) -> float:
         return round(time.perf_counter() - self.started, 3)
 
     def _write_meta(self) -> None:
-        tmp = self.dir / "run.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=2) + "\n")
-        tmp.replace(self.dir / "run.json")
+        text = json.dumps(self.meta, indent=2) + "\n"
+        atomic_write(self.dir / "run.json", lambda f: f.write(text.encode()))
 
     def on_episode(self, agent, episode_return: float, length: int) -> None:
         self.episodes.write({"step": agent.num_timesteps, "episode": agent.num_episodes, "return": episode_return,
@@ -161,20 +194,71 @@ class RunRecorder:
             self._write_meta()
 
     def on_checkpoint(self, agent) -> None:
-        agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
+        """Everything exact resume needs, with this folder's own state (``qzoo.checkpoint``)."""
+        run_state = {
+            "csv_bytes": {name: f.size() for name, f in zip(self.CSV_FILES, (self.episodes, self.train, self.evals))},
+            "best_mean": self.best_mean, "best": self.meta.get("best"), "recent": self._recent,
+            "elapsed": self._elapsed(),
+        }
+        checkpoint.write(self.dir / "checkpoints", agent, run_state)
+
+    @contextlib.contextmanager
+    def stopping_on_signals(self):
+        """SIGINT and SIGTERM set ``stop_requested``: the loop ends its step, checkpoints and stops.
+
+        A second signal acts at once (the previous handlers are back). SIGKILL cannot be caught:
+        a killed run resumes from its last checkpoint.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self.stop_requested = signum
+            signal.signal(signum, previous[signum])
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _close(self, agent) -> None:
+        self.bar.n = agent.num_timesteps
+        self.bar.close()
+        for f in (self.episodes, self.train, self.evals):
+            f.close()
+        self.tb.close()
 
     def finish(self, agent, status: str) -> None:
         """Save the final model and close every file; ``status`` is 'finished' or 'interrupted'."""
         agent.save(self.dir / (MODEL_FILE + self.suffix))
         agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
-        self.bar.n = agent.num_timesteps
-        self.bar.close()
         self.meta.update(status=status, ended=_now(), steps=agent.num_timesteps, episodes=agent.num_episodes,
                          seconds=self._elapsed())
         self._write_meta()
-        for f in (self.episodes, self.train, self.evals):
-            f.close()
-        self.tb.close()
+        self._close(agent)
+
+    def fail(self, agent, error: str) -> None:
+        """Mark the run failed and close its files, saving no model: the last good checkpoint stays the
+        newest (the weights may be NaN, the disk full). Best effort: a full disk must not hide ``error``."""
+        self.meta.update(status="failed", error=error, ended=_now(), steps=agent.num_timesteps,
+                         episodes=agent.num_episodes, seconds=self._elapsed())
+        with contextlib.suppress(OSError):
+            self._write_meta()
+        with contextlib.suppress(OSError):
+            self._close(agent)
+
+
+def _cut_back(run_dir: Path, csv_bytes: dict[str, int]) -> None:
+    """Cut each CSV back to its size at the checkpoint; checks them all before changing any."""
+    for name, size in csv_bytes.items():
+        path = run_dir / name
+        if not path.is_file() or path.stat().st_size < size:
+            raise QzooError(f"{path} is missing or shorter than at the checkpoint ({size} bytes); cannot resume")
+    for name, size in csv_bytes.items():
+        os.truncate(run_dir / name, size)
 
 
 def write_config(path: Path, env_id: str, values: dict[str, Any]) -> None:
@@ -194,6 +278,10 @@ def find_model(target: str | Path, best: bool = False) -> Path:
         for suffix in SUFFIXES:
             if (path / (name + suffix)).is_file():
                 return path / (name + suffix)
+    newest = None if best else checkpoint.latest(path / "checkpoints")  # a run killed before its end
+    for suffix in SUFFIXES if newest else ():
+        if (newest / ("model" + suffix)).is_file():
+            return newest / ("model" + suffix)
     names = " or ".join(name + ".*" for name in candidates)
     raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({names})")
 

@@ -188,16 +188,24 @@ def write(checkpoints: Path, agent: Any, run_state: dict[str, Any]) -> Path:
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(checkpoints)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         previous = latest(checkpoints)
         kept = f"; the checkpoint of env step {step_of(previous)} is intact" if previous else ""
         raise QzooError(f"cannot write the checkpoint of env step {step} in {checkpoints}: "
-                        f"{exc.strerror or exc}{kept}") from None
+                        f"{write_error(exc)}{kept}") from None
     for old in [*checkpoints.glob(f"{PREFIX}*"), *checkpoints.glob(f".{PREFIX}*.tmp")]:
         if old != final and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def write_error(exc: BaseException) -> str:
+    """The OS's words for a failed write (``No space left on device``), also under torch's RuntimeError."""
+    for error in (exc, exc.__context__, exc.__cause__):
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -163,9 +163,12 @@ def _learn(agent, recorder, total_timesteps: int | None, run_dir: Path, args: ar
         status, code = "interrupted", 128 + recorder.stop_requested  # 130 for SIGINT, 143 for SIGTERM
     try:
         recorder.finish(agent, status)
-    except OSError as exc:
-        recorder.fail(agent, str(exc))
-        raise QzooError(f"cannot save the final model in {run_dir}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # a full disk; torch.save reports it as a RuntimeError
+        from qzoo.checkpoint import write_error
+
+        message = f"cannot save the final model in {run_dir}: {write_error(exc)}"
+        recorder.fail(agent, message)
+        raise QzooError(message) from None
     report = {"run_dir": str(run_dir), "env_id": agent.env_id, "steps": agent.num_timesteps,
               "episodes": agent.num_episodes, "status": status, "best": recorder.meta.get("best"),
               "weights_sha256": agent.weights_sha256()}

@@ -260,7 +260,8 @@ def _coerce(field_: dataclasses.Field, value: Any, source: str) -> Any:
         return value
     if kind == "int":
         # RL-Zoo writes `n_timesteps: !!float 1e6`: an integral float is accepted as an int.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        # is_integer, not int(value): int() of .nan or .inf raises instead of saying what is wrong.
+        if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
             raise bad
         return int(value)
     if kind == "float":

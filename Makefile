@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast clean postgres
 
 install: $(STAMP)
 
@@ -21,9 +21,14 @@ demo: install
 	$(BIN)/qzoo train --env CartPole-v1 --until-solved -n 100000 --seed 0 --run-dir $$run && \
 	$(BIN)/qzoo evaluate $$run --best --episodes 20
 
-# Every tier: unit, integration, learning and Atari tests (about 5 minutes on 2 cores).
-test: install
+# Every tier: unit, integration, learning, Atari and PostgreSQL tests.
+test: install postgres
 	$(BIN)/python -m pytest -q
+
+# The distributed-tuning test starts its own PostgreSQL server; install Debian's where it is missing.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

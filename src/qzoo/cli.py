@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train an agent; writes a run folder")
-    train.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4 (required)")
+    train.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
+    train.add_argument("--from", dest="source", metavar="DIR_OR_HUB_ID",
+                       help="start from the weights and hyperparameters of a run, a pushed folder or a Hub repo")
     train.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"],
                        help="dqn (default), or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
     train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
@@ -74,6 +76,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = sub.add_parser("presets", help="list the built-in presets and the hyperparameters")
     presets.add_argument("--json", action="store_true")
+
+    tune = sub.add_parser("tune", help="search hyperparameters with Optuna (TPE + median pruning)")
+    tune.add_argument("--env", required=True)
+    tune.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"])
+    tune.add_argument("--trials", type=int, default=20, help="trials this command runs (default 20)")
+    tune.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    tune.add_argument("--seeds", type=int, default=1, help="seeds per trial; the objective is their mean result")
+    tune.add_argument("-n", "--steps", type=int, help="env steps per run (default: the preset's n_timesteps)")
+    tune.add_argument("--evaluations", type=int, default=5, help="evaluations per run, fed to the pruner")
+    tune.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    tune.add_argument("--storage", help="database URL shared by workers (default: sqlite in the tuning folder)")
+    tune.add_argument("--study-name", help="default: qzoo-<algo>-<env>")
+    tune.add_argument("--out", help="tuning folder (default: runs/tune-<algo>-<env>)")
+    tune.add_argument("--seed", type=int, help="sampler seed (default: random)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("-c", "--config", help="YAML file of hyperparameters, as for train")
+    tune.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="fixed hyperparameters (not searched)")
+    tune.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--json", action="store_true")
+
+    plot = sub.add_parser("plot", help="learning curves, score table and IQM from run folders")
+    plot.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
+    plot.add_argument("--out", default="plots", help="output folder (default: plots)")
+    plot.add_argument("--x", choices=["steps", "time"], default="steps", help="x axis: env steps or wall-clock time")
+    plot.add_argument("--source", choices=["eval", "train"], default="eval",
+                      help="evaluation returns (default) or training episode returns")
+    plot.add_argument("--smooth", type=int, default=1, help="moving-average window, in points")
+    plot.add_argument("--label-keys", nargs="*", default=[], metavar="KEY",
+                      help="hyperparameters that tell runs apart beside the algorithm (e.g. double_q)")
+    plot.add_argument("--format", nargs="+", choices=["png", "svg"], default=["png", "svg"])
+    plot.add_argument("--json", action="store_true")
+
+    record = sub.add_parser("record", help="an mp4 (and GIF) of full evaluation episodes in colour")
+    record.add_argument("run", help="run folder, pushed folder or model file")
+    record.add_argument("--episodes", type=int, default=1)
+    record.add_argument("--seed", type=int, default=0)
+    record.add_argument("--out", help="mp4 path (default: RUN/videos/<env>.mp4)")
+    record.add_argument("--gif", action="store_true", help="also write a GIF beside the mp4")
+    record.add_argument("--fps", type=int, default=30)
+    record.add_argument("--max-steps", type=int, default=100_000)
+    record.add_argument("--epsilon", type=float, help="random-action probability (default: the run's eval_epsilon)")
+    record.add_argument("--best", action="store_true")
+    record.add_argument("--json", action="store_true")
+
+    push = sub.add_parser("push", help="a Hugging Face Hub folder (model card, model, results, video); upload it")
+    push.add_argument("run", help="run folder or model file")
+    push.add_argument("--out", help="write the folder here and upload nothing")
+    push.add_argument("--repo-id", help="Hub repository, user/name (uploads; needs HF_TOKEN or --token)")
+    push.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN)")
+    push.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the card (default 10)")
+    push.add_argument("--seed", type=int, default=0)
+    push.add_argument("--no-video", action="store_true")
+    push.add_argument("--best", action="store_true")
+    push.add_argument("--json", action="store_true")
     return parser
 
 
@@ -85,12 +141,21 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from qzoo.algos import agent_class
     from qzoo.buffer import check_fits
     from qzoo.envs import env_spec, family
+    from qzoo.hub import fetch
     from qzoo.runs import RunRecorder, default_run_dir
 
     if args.resume:
         return _resume_train(args, argv)
-    if not args.env:
-        raise QzooError("the following arguments are required: --env (or --resume RUN_DIR)")
+    source_agent = None
+    if args.source:
+        source_agent, _ = _load_agent(str(fetch(args.source)))
+        if args.env and args.env != source_agent.env_id:
+            raise QzooError(f"--from holds a {source_agent.env_id} agent, not {args.env}")
+        if args.algo != source_agent.algo and "--algo" in argv:
+            raise QzooError(f"--from holds a {source_agent.algo} agent, not {args.algo}")
+        args.env, args.algo = source_agent.env_id, source_agent.algo
+    elif not args.env:
+        raise QzooError("the following arguments are required: --env (or --resume RUN_DIR, or --from)")
     overrides = cfg.parse_assignments(args.set, "--set")
     if args.deterministic and args.algo == "dqn":  # a Q-table run is exact already
         overrides = {"device": "cpu", "torch_threads": 1, **overrides, "deterministic": True}
@@ -104,9 +169,18 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
             raise QzooError(f"{args.env} has no reward threshold; use --set stop_reward=VALUE")
         overrides["stop_reward"] = float(threshold)
     env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
-    config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
+    if source_agent is not None:
+        # The source's hyperparameters stand where a preset would; -c and --set still come after.
+        base = source_agent.config.to_dict()
+        config, notes = cfg.resolve(args.env, None, args.config, {**base, **overrides}, env_kwargs, args.algo,
+                                    presets=False)
+        notes.insert(0, f"from: {args.source} ({source_agent.num_timesteps} env steps)")
+    else:
+        config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
 
     agent = agent_class(args.algo)(args.env, config)
+    if source_agent is not None:
+        agent.initialise_from(source_agent)
     if not args.dry_run:
         check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
     if not args.json:
@@ -277,6 +351,99 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from qzoo import config as cfg
+    from qzoo.algos import agent_class
+    from qzoo.envs import family
+    from qzoo.tuning import TuneSpec, tune
+
+    for name in ("trials", "jobs", "seeds", "evaluations", "eval_episodes"):
+        if getattr(args, name) < 1:
+            raise QzooError(f"--{name.replace('_', '-')} must be >= 1")
+    overrides = cfg.parse_assignments(args.set, "--set")
+    if args.steps is not None:
+        overrides["n_timesteps"] = args.steps
+    env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
+    config, _ = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
+    probe = agent_class(args.algo)(args.env, config)  # checks the env and the algorithm fit before any trial
+    name = f"{args.algo}-{args.env.replace('/', '-')}"
+    out = Path(args.out or f"runs/tune-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{out.resolve() / 'study.db'}"
+    spec = TuneSpec(
+        env_id=args.env, algo=args.algo, storage=storage, study_name=args.study_name or f"qzoo-{name}",
+        base=config.to_dict(), fixed=tuple(sorted(set(overrides) - {"n_timesteps", "seed"})),
+        seeds=tuple(config.seed + i for i in range(args.seeds)), evaluations=args.evaluations,
+        n_eval_episodes=args.eval_episodes, sampler_seed=args.seed,
+        network=getattr(probe, "network_kind", "table"), timeout=args.timeout,
+    )
+    del probe
+    summary = tune(spec, args.trials, args.jobs, out)
+    if args.json:
+        _print({k: v for k, v in summary.items() if k != "table"}, True)
+    else:
+        print(summary["table"])
+        if summary["best"]:
+            print(f"best hyperparameters: {out / 'best_params.yml'} (qzoo train --env {args.env} -c that file)")
+        else:
+            print("no trial completed yet: best_params.yml not written")
+    return EXIT_INTERRUPTED if summary["interrupted"] else 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from qzoo import plotting
+
+    runs = plotting.find_runs(args.runs)
+    out = Path(args.out)
+    files = plotting.plot_curves(runs, out, args.x, args.source, args.smooth, args.label_keys, args.format)
+    files += plotting.plot_iqm(runs, out, args.label_keys, args.format)
+    table = plotting.score_table(runs, args.label_keys)
+    iqm = plotting.iqm_table(runs, args.label_keys)
+    (out / "scores.md").write_text("# Final scores\n\n" + table + "\n# IQM across envs\n\n" + iqm)
+    files.append(out / "scores.md")
+    report = {"runs": len(runs), "envs": sorted({r.env_id for r in runs}), "files": [str(f) for f in files]}
+    _print(report, args.json, table + "\n" + iqm + "\n" + "\n".join(f"wrote {f}" for f in files))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from qzoo.video import record
+
+    if args.episodes < 1 or args.fps < 1:
+        raise QzooError("--episodes and --fps must be >= 1")
+    agent, path = _load_agent(args.run, args.best)
+    base = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = Path(args.out) if args.out else base / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
+    if out.suffix != ".mp4":
+        raise QzooError(f"--out must name an .mp4 file, got {out}")
+    result = record(agent, out, args.episodes, args.seed, args.fps, args.max_steps,
+                    gif=out.with_suffix(".gif") if args.gif else None, epsilon=args.epsilon)
+    _print(result, args.json, f"wrote {result['frames']} frames to {out}" + (f" and {result['gif']}" if args.gif else ""))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from qzoo.hub import build_folder, upload
+
+    if not args.out and not args.repo_id:
+        raise QzooError("push needs --out DIR (write the folder only) or --repo-id USER/NAME (upload)")
+    if not args.out and not (args.token or os.environ.get("HF_TOKEN")):
+        raise QzooError("no Hugging Face token: set HF_TOKEN or pass --token, or write the folder only with --out")
+    agent, path = _load_agent(args.run, args.best)
+    if args.out:
+        result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video, args.repo_id)
+        _print(result, args.json, f"wrote {args.out}: mean {result['mean']:.2f} +/- {result['std']:.2f}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "hub"
+        result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
+        result["url"] = upload(folder, args.repo_id, args.token)
+    _print(result, args.json, f"uploaded to {result['url']}")
+    return 0
+
+
 def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> None:
     if as_json:
         print(json.dumps(report, default=str))
@@ -297,9 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "enjoy":
             return cmd_enjoy(args)
-        if args.command == "info":
-            return cmd_info(args)
-        return cmd_presets(args)
+        commands = {"info": cmd_info, "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot,
+                    "record": cmd_record, "push": cmd_push}
+        return commands[args.command](args)
     except QzooError as exc:
         print(f"qzoo: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -430,6 +430,7 @@ def resolve(
     overrides: Mapping[str, Any] | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     algo: str = "dqn",
+    presets: bool = True,
 ) -> tuple[Any, list[str]]:
     """Resolve a run's config: defaults -> built-in presets -> ``-c FILE`` -> overrides -> ``env_kwargs``.
 
@@ -440,7 +441,8 @@ def resolve(
     notes: list[str] = []
     user_env_kwargs = {**(overrides or {}).get("env_kwargs", {}), **(env_kwargs or {})}
     # Built-in presets layer: each holds only what differs from the one before.
-    for key, entry in preset_entries(builtin_presets(algo), env_id, family, user_env_kwargs):
+    entries = preset_entries(builtin_presets(algo), env_id, family, user_env_kwargs) if presets else []
+    for key, entry in entries:
         translated, extra = translate_rlzoo(entry, f"preset {key}", schema)
         values.update(validate(translated, f"preset {key}", schema))
         notes.append(f"preset: {key}")

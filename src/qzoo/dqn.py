@@ -26,7 +26,7 @@ import torch
 from qzoo import config as cfg
 from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, family, make_env
-from qzoo.errors import QzooError
+from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.files import atomic_write
 from qzoo.evaluation import EvalStats, evaluate
 from qzoo.losses import q_loss, soft_update, td_target
@@ -199,7 +199,7 @@ class DQN:
         self.num_updates += 1
         value = loss.item()
         if not np.isfinite(value):
-            raise QzooError(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
+            raise TrainingDiverged(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
         return value
 
     def learn(self, total_timesteps: int | None = None, recorder: Recorder | None = None) -> "DQN":
@@ -270,6 +270,14 @@ class DQN:
 
     def weights_sha256(self) -> str:
         return weights_sha256(self.q_net)
+
+    def initialise_from(self, other: "DQN") -> None:
+        """Start from another agent's weights (``qzoo train --from``): online and target networks."""
+        try:
+            self.q_net.load_state_dict(other.q_net.state_dict())
+        except RuntimeError:
+            raise QzooError("--from: the source's network does not fit this config (net_arch, network)") from None
+        self.target_net.load_state_dict(self.q_net.state_dict())
 
     def state(self, with_training_state: bool = False) -> dict[str, Any]:
         """What ``save`` writes: everything needed to act, and optionally to keep training."""

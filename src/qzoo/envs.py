@@ -20,6 +20,7 @@ full games. The real score of every training game is recorded below those wrappe
 from __future__ import annotations
 
 import difflib
+import os
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -267,6 +268,8 @@ def make_env(
     """
     options = options or EnvOptions()
     env_spec(env_id)
+    if render_mode != "human":
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-drawn frames need no screen
     try:
         if is_atari(env_id):
             env = _make_atari(env_id, options, training, render_mode)

@@ -176,6 +176,10 @@ class QLearning:
 
     # ------------------------------------------------------------------------------ persistence
 
+    def initialise_from(self, other: "QLearning") -> None:
+        """Start from another agent's table (``qzoo train --from``)."""
+        self.q_table[:] = other.q_table
+
     def weights_sha256(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.q_table).tobytes()).hexdigest()
 

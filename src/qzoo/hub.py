@@ -1,0 +1,129 @@
+"""``qzoo push``: a Hugging Face Hub-ready folder for a trained agent, and taking such a folder back.
+
+The folder holds the model file, the resolved ``config.yml``, ``results.json`` (a fresh evaluation),
+a replay video and a ``README.md`` model card whose ``model-index`` metadata is what the Hub's
+leaderboards read (the Deep RL course's leaderboard reads ``mean_reward`` as "mean +/- std").
+``qzoo evaluate`` and ``qzoo train --from`` accept the folder as they accept a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qzoo.errors import QzooError
+from qzoo.evaluation import EvalStats
+
+ALGO_NAMES = {"dqn": "DQN", "qlearning": "Q-Learning"}
+
+
+def model_card(env_id: str, algo: str, stats: EvalStats, config: dict[str, Any], repo_id: str | None,
+               video: str | None) -> str:
+    """README.md with the Hub's YAML front matter (model-index) and a short usage section."""
+    name = ALGO_NAMES.get(algo, algo)
+    metadata = {
+        "library_name": "qzoo",
+        "tags": [env_id, "reinforcement-learning", "deep-reinforcement-learning", "qzoo", algo],
+        "model-index": [{
+            "name": name,
+            "results": [{
+                "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
+                "dataset": {"name": env_id, "type": env_id},
+                "metrics": [{"type": "mean_reward", "value": f"{stats.mean:.2f} +/- {stats.std:.2f}",
+                             "name": "mean_reward", "verified": False}],
+            }],
+        }],
+    }
+    where = repo_id or "<this folder>"
+    hyperparameters = "\n".join(f"| {k} | {v} |" for k, v in config.items())
+    body = f"""# {name} agent playing {env_id}
+
+A {name} agent trained with [qzoo](https://pypi.org/project/qzoo/) on `{env_id}`.
+Evaluation: mean return {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} episodes
+(result = mean - std = {stats.result:.2f}).
+{f"{chr(10)}![replay]({video}){chr(10)}" if video else ""}
+## Use
+
+```
+qzoo evaluate {where} --episodes 10
+qzoo train --from {where}        # keep training from these weights
+```
+
+## Hyperparameters
+
+| name | value |
+|---|---|
+{hyperparameters}
+"""
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n\n" + body
+
+
+def parse_model_card(text: str) -> dict[str, Any]:
+    """The YAML front matter of a model card."""
+    if not text.startswith("---\n"):
+        raise QzooError("model card has no YAML front matter")
+    front, sep, _ = text[4:].partition("\n---\n")
+    if not sep:
+        raise QzooError("model card front matter is not closed")
+    return yaml.safe_load(front)
+
+
+def build_folder(agent, model_path: Path, out: Path, episodes: int, seed: int, video: bool,
+                 repo_id: str | None = None) -> dict[str, Any]:
+    """Write the Hub folder for ``agent`` (loaded from ``model_path``) into a new or empty ``out``."""
+    from qzoo.runs import MODEL_FILE, write_config
+
+    if out.exists() and any(out.iterdir()):
+        raise QzooError(f"{out} is not empty; give --out a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_path, out / (MODEL_FILE + agent.file_suffix))
+    write_config(out / "config.yml", agent.env_id, agent.config.to_dict())
+    stats = agent.evaluate(episodes, seed=seed)
+    results = {"env_id": agent.env_id, "algo": agent.algo, "seed": seed, "steps": agent.num_timesteps,
+               **stats.to_dict()}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    video_name = None
+    if video:
+        from qzoo.video import record
+
+        record(agent, out / "replay.mp4", episodes=1, seed=seed)
+        video_name = "replay.mp4"
+    (out / "README.md").write_text(model_card(agent.env_id, agent.algo, stats, agent.config.to_dict(), repo_id,
+                                              video_name))
+    return {"folder": str(out), **results}
+
+
+def upload(folder: Path, repo_id: str, token: str | None) -> str:
+    """Create the Hub repository if needed and upload the folder; returns its URL."""
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise QzooError("no Hugging Face token: set HF_TOKEN or pass --token, or write the folder only with --out")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload qzoo agent")
+    except Exception as exc:  # network, permission, name: all one line for the user
+        raise QzooError(f"upload to {repo_id} failed: {exc}") from None
+    return f"https://huggingface.co/{repo_id}"
+
+
+def fetch(source: str) -> Path:
+    """A local run folder, Hub folder or model file as is; otherwise a Hub repo id, downloaded."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise QzooError(f"not found: {source} (neither a local path nor a Hub repo id like user/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=source))
+    except Exception as exc:
+        raise QzooError(f"cannot download {source} from the Hub: {type(exc).__name__}") from None

@@ -1,0 +1,241 @@
+"""``qzoo tune``: hyperparameter search with Optuna, on one machine or many.
+
+TPE sampling (Bergstra et al. 2011) and a median pruner fed by the periodic evaluations of the first
+seed; with ``seeds > 1`` each trial trains one run per seed and its value is the mean ``result``
+(mean - std of the final evaluation) over them. A run whose loss turns NaN or infinite is pruned.
+
+Storage: an SQLite file in the tuning folder by default; any database URL (``postgresql://...``)
+lets workers on many machines share one study. ``--trials N`` is the number of trials this command
+runs, split over its ``--jobs`` processes (as RL-Zoo's ``--n-trials``); running the command again
+continues the same study, and TPE learns from every trial already in it. Stale trials of a killed
+worker are marked failed by Optuna's heartbeat.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from qzoo import config as cfg
+from qzoo.errors import QzooError, TrainingDiverged
+
+MLP_WIDTHS = {"small": [64, 64], "medium": [256, 256], "large": [400, 300]}
+CNN_WIDTHS = {"small": [256], "medium": [512]}
+
+
+def sample_dqn(trial, network: str) -> dict[str, Any]:
+    """The DQN search space, each hyperparameter on the scale it acts on."""
+    train_freq = trial.suggest_categorical("train_freq", [1, 4, 8, 16, 128, 256])
+    subsample = trial.suggest_categorical("subsample_steps", [1, 2, 4, 8])  # gradient steps = train_freq / this
+    widths = CNN_WIDTHS if network == "cnn" else MLP_WIDTHS
+    buffers = [10_000, 50_000, 100_000] if network == "cnn" else [10_000, 50_000, 100_000, 1_000_000]
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True),
+        "gamma": 1.0 - trial.suggest_float("one_minus_gamma", 1e-3, 1e-1, log=True),
+        "batch_size": 2 ** trial.suggest_int("log2_batch_size", 4, 9),
+        "buffer_size": trial.suggest_categorical("buffer_size", buffers),
+        "learning_starts": trial.suggest_categorical("learning_starts", [0, 1_000, 5_000, 10_000, 20_000]),
+        "target_update_interval": trial.suggest_int("target_update_interval", 1, 20_000, log=True),
+        "train_freq": train_freq,
+        "gradient_steps": max(train_freq // subsample, 1),
+        "exploration_fraction": trial.suggest_float("exploration_fraction", 0.0, 0.5),
+        "exploration_final_eps": trial.suggest_float("exploration_final_eps", 0.0, 0.2),
+        "net_arch": widths[trial.suggest_categorical("net_width", list(widths))],
+    }
+
+
+def sample_qlearning(trial, network: str) -> dict[str, Any]:
+    del network
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 1.0, log=True),
+        "gamma": 1.0 - trial.suggest_float("one_minus_gamma", 1e-3, 1e-1, log=True),
+        "exploration_decay_rate": trial.suggest_float("exploration_decay_rate", 1e-5, 1e-2, log=True),
+        "exploration_final_eps": trial.suggest_float("exploration_final_eps", 0.0, 0.2),
+    }
+
+
+SAMPLERS: dict[str, Callable] = {"dqn": sample_dqn, "qlearning": sample_qlearning}
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """Everything a worker process needs to run trials (plain data, so it crosses process boundaries)."""
+
+    env_id: str
+    algo: str
+    storage: str
+    study_name: str
+    base: dict[str, Any]  # the resolved config before sampling
+    fixed: tuple[str, ...]  # keys the user set: never sampled
+    seeds: tuple[int, ...]
+    evaluations: int
+    n_eval_episodes: int
+    sampler_seed: int | None
+    network: str = "mlp"
+    timeout: float | None = None
+
+
+class _TrialRecorder:
+    """Feeds periodic evaluations to Optuna's pruner; the rest of a run's reports are dropped."""
+
+    stop_requested = 0  # trials are stopped by Optuna, never by a signal handler of ours
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_evaluation(self, agent, stats) -> None:
+        import optuna
+
+        self.trial.report(stats.result, agent.num_timesteps)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at env step {agent.num_timesteps}")
+
+    def on_episode(self, agent, episode_return, length) -> None: ...
+    def on_train(self, agent, metrics) -> None: ...
+    def on_checkpoint(self, agent) -> None: ...
+
+
+def objective(trial, spec: TuneSpec) -> float:
+    """Train one run per seed with sampled hyperparameters; the mean final result over seeds."""
+    import optuna
+
+    from qzoo.algos import agent_class
+
+    sampled = {k: v for k, v in SAMPLERS[spec.algo](trial, spec.network).items() if k not in spec.fixed}
+    n_timesteps = spec.base["n_timesteps"]
+    values = {**spec.base, **sampled, "eval_freq": max(n_timesteps // spec.evaluations, 1),
+              "n_eval_episodes": spec.n_eval_episodes, "stop_reward": None, "checkpoint_freq": 0}
+    trial.set_user_attr("hyperparameters", {k: values[k] for k in sorted(sampled)})
+    results = []
+    for i, seed in enumerate(spec.seeds):
+        config = cfg.build({**values, "seed": seed}, f"trial {trial.number}", cfg.SCHEMAS[spec.algo])
+        agent = agent_class(spec.algo)(spec.env_id, config)
+        try:
+            agent.learn(recorder=_TrialRecorder(trial) if i == 0 else None)
+        except TrainingDiverged as exc:
+            raise optuna.TrialPruned(f"diverged: {exc}") from None
+        stats = agent.evaluate(spec.n_eval_episodes)
+        results.append(stats.result)
+        trial.set_user_attr(f"result_seed_{seed}", stats.result)
+    return float(np.mean(results))
+
+
+def open_study(spec: TuneSpec):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    engine = {"connect_args": {"timeout": 60}} if spec.storage.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=30,
+                                                 grace_period=120)
+            break
+        except Exception as exc:  # a bad URL, an unreachable server, a missing driver
+            # Workers that start together race to create the schema of an empty database: try again.
+            if attempt == 4 or "Failed to import" in str(exc):
+                raise QzooError(f"cannot open study storage {spec.storage}: {str(exc).splitlines()[0]}") from None
+            time.sleep(1 + attempt)
+    return optuna.create_study(
+        study_name=spec.study_name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+    )
+
+
+def run_worker(spec: TuneSpec, n_trials: int) -> list[int]:
+    """Run ``n_trials`` trials of the shared study in this process; the numbers of the trials it ran."""
+    import optuna
+    import torch
+
+    # Optuna logs an interrupted trial with its traceback; qzoo prints one line per trial itself.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(1)  # workers run side by side: one thread each
+    study = open_study(spec)
+    ran: list[int] = []
+
+    def note(study, trial) -> None:
+        ran.append(trial.number)
+        value = f"{trial.value:.3f}" if trial.value is not None else "-"
+        print(f"trial {trial.number}: {trial.state.name.lower()} value={value}", flush=True)
+
+    study.optimize(lambda t: objective(t, spec), n_trials=n_trials, timeout=spec.timeout, callbacks=[note],
+                   catch=())
+    return ran
+
+
+def tune(spec: TuneSpec, n_trials: int, jobs: int, out_dir: Path) -> dict[str, Any]:
+    """Run the search (``jobs`` processes), then write the report files; returns the summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shares = [n_trials // jobs + (1 if i < n_trials % jobs else 0) for i in range(jobs)]
+    started = time.perf_counter()
+    interrupted = False
+    ran: list[int] = []
+    try:
+        if jobs == 1:
+            ran = run_worker(spec, n_trials)
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+                seeds = [None if spec.sampler_seed is None else spec.sampler_seed + i for i in range(jobs)]
+                futures = [pool.submit(run_worker, _with_seed(spec, s), n) for s, n in zip(seeds, shares) if n]
+                for future in futures:
+                    ran += future.result()
+    except KeyboardInterrupt:
+        interrupted = True
+    summary = report(spec, out_dir)
+    summary.update(trials_run=sorted(ran), interrupted=interrupted, seconds=round(time.perf_counter() - started, 1))
+    return summary
+
+
+def _with_seed(spec: TuneSpec, seed: int | None) -> TuneSpec:
+    return replace(spec, sampler_seed=seed)
+
+
+def report(spec: TuneSpec, out_dir: Path) -> dict[str, Any]:
+    """trials.csv, the best trials table (report.md) and best_params.yml for ``qzoo train -c``."""
+    import optuna
+
+    study = open_study(spec)
+    trials = study.get_trials(deepcopy=False)
+    with open(out_dir / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "state", "value", "seconds", "hyperparameters"])
+        for t in trials:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+            writer.writerow([t.number, t.state.name, "" if t.value is None else t.value, seconds,
+                             json.dumps(t.user_attrs.get("hyperparameters", {}))])
+    complete = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
+                      key=lambda t: t.value, reverse=True)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+    lines = [f"# Tuning {spec.algo} on {spec.env_id}", "",
+             f"study `{spec.study_name}`: {len(trials)} trials ({', '.join(f'{n} {k}' for k, n in counts.items() if n)})",
+             "", "| rank | trial | value | hyperparameters |", "|---|---|---|---|"]
+    for rank, t in enumerate(complete[:10], 1):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in t.user_attrs.get("hyperparameters", {}).items())
+        lines.append(f"| {rank} | {t.number} | {t.value:.3f} | {params} |")
+    table = "\n".join(lines) + "\n"
+    (out_dir / "report.md").write_text(table)
+    best = None
+    if complete:
+        fixed = {k: spec.base[k] for k in spec.fixed}
+        best_values = {**fixed, **complete[0].user_attrs.get("hyperparameters", {})}
+        header = (f"# Best of study {spec.study_name} ({spec.algo}, {spec.env_id}): trial {complete[0].number}, "
+                  f"value {complete[0].value:.3f}. Use: qzoo train --algo {spec.algo} --env {spec.env_id} -c THIS_FILE\n")
+        (out_dir / "best_params.yml").write_text(header + yaml.safe_dump({spec.env_id: best_values}, sort_keys=False))
+        best = {"trial": complete[0].number, "value": complete[0].value, "hyperparameters": best_values}
+    return {"study": spec.study_name, "storage": spec.storage, "n_trials": len(trials), "states": counts,
+            "best": best, "table": table, "out_dir": str(out_dir)}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,95 @@
+"""``qzoo record``: videos of full evaluation episodes in the game's own colour frames.
+
+Frames come from ``env.render()`` of an evaluation env (``render_mode="rgb_array"``), which returns
+the emulator's or simulator's full picture whatever observation wrappers the run used: for Atari the
+210x160 colour screen, not the 84x84 grayscale stack the network sees. The encoder is the ffmpeg
+binary shipped inside the ``imageio-ffmpeg`` wheel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qzoo.errors import QzooError
+
+
+def play(agent, episodes: int, seed: int, max_steps: int, on_frame: Callable[[np.ndarray], None],
+         epsilon: float | None = None) -> list[float]:
+    """Play full evaluation episodes, handing every frame (the first one too) to ``on_frame``.
+
+    Episode i starts from seed + i, as in ``qzoo evaluate``. Returns the episode returns.
+    """
+    env = agent.make_env(training=False, render_mode="rgb_array")
+    if "rgb_array" not in (env.metadata.get("render_modes") or []):
+        raise QzooError(f"{agent.env_id} cannot render frames (rgb_array)")
+    eps = agent.config.eval_epsilon if epsilon is None else epsilon
+    rng = np.random.default_rng(seed)
+    returns = []
+    steps = 0
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        on_frame(env.render())
+        total, done = 0.0, False
+        while not done and steps < max_steps:
+            if eps > 0 and rng.random() < eps:
+                action = int(rng.integers(env.action_space.n))
+            else:
+                action = agent.greedy_action(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+            on_frame(env.render())
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def record(agent, path: Path, episodes: int = 1, seed: int = 0, fps: int = 30, max_steps: int = 100_000,
+           gif: Path | None = None, epsilon: float | None = None) -> dict:
+    """Write an mp4 (and optionally a GIF) of ``episodes`` episodes; returns frame count and returns."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    gif_frames: list[np.ndarray] = []
+    seen = {"frames": 0, "shape": (0, 0)}
+    # x264 needs even sizes: macro_block_size=2 pads an odd one by a pixel instead of rescaling to 16s.
+    writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=2,
+                                ffmpeg_log_level="error")
+
+    def on_frame(frame: np.ndarray) -> None:
+        writer.append_data(frame)
+        seen["frames"] += 1
+        seen["shape"] = frame.shape[:2]
+        if gif is not None:
+            gif_frames.append(frame)
+
+    try:
+        returns = play(agent, episodes, seed, max_steps, on_frame, epsilon)
+    finally:
+        writer.close()
+    tmp.replace(path)  # a video half-written by a crash never takes the final name
+    if gif is not None:
+        imageio.mimsave(gif, gif_frames, duration=1000 / fps, loop=0)
+    height, width = seen["shape"]
+    return {"video": str(path), "gif": str(gif) if gif else None, "frames": seen["frames"],
+            "width": width, "height": height, "returns": returns}
+
+
+def count_frames(path: Path) -> tuple[int, tuple[int, ...]]:
+    """Decode a video: (number of frames, shape of a frame)."""
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path)
+    try:
+        n, shape = 0, ()
+        for frame in reader:
+            n += 1
+            shape = frame.shape
+    finally:
+        reader.close()
+    return n, shape

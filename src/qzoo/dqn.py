@@ -27,11 +27,12 @@ from qzoo import config as cfg
 from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError, TrainingDiverged
+from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
-from qzoo.evaluation import EvalStats, evaluate
 from qzoo.losses import q_loss, soft_update, td_target
-from qzoo.schedules import linear_schedule
 from qzoo.networks import build_q_network, choose_network, weights_sha256
+from qzoo.periodic import after_env_step, evaluate_agent
+from qzoo.schedules import linear_schedule
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
@@ -236,35 +237,13 @@ class DQN:
                     losses.append(self.train_step())
             if t % c.target_update_interval == 0:
                 soft_update(self.target_net, self.q_net, c.tau)
-
-            if recorder and t % c.log_interval == 0:
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                metrics = {"epsilon": epsilon, "steps_per_second": (t - steps_at_start) / elapsed}
-                if losses:
-                    metrics["loss"] = float(np.mean(losses))
-                    losses.clear()
-                recorder.on_train(self, metrics)
-            if c.eval_freq and t % c.eval_freq == 0:
-                stats = self.evaluate(c.n_eval_episodes)
-                self.best_mean_return = max(self.best_mean_return, stats.mean)
-                if recorder:
-                    recorder.on_evaluation(self, stats)
-                if c.stop_reward is not None and stats.mean >= c.stop_reward:
-                    break
-            # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
-            if recorder and (c.checkpoint_freq and t % c.checkpoint_freq == 0 or recorder.stop_requested):
-                recorder.on_checkpoint(self)
-            if recorder and recorder.stop_requested:
+            if after_env_step(self, recorder, epsilon, losses, started, steps_at_start):
                 break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         """Full episodes on an evaluation env (real scores); seeds differ from training's."""
-        if self._eval_env is None:
-            self._eval_env = self.make_env(training=False)
-        seed = self.config.seed + 1_000_000 if seed is None else seed
-        eps = self.config.eval_epsilon if epsilon is None else epsilon
-        return evaluate(self.greedy_action, self._eval_env, n_episodes, seed, eps)
+        return evaluate_agent(self, n_episodes, seed, epsilon)
 
     # ------------------------------------------------------------------------------ persistence
 

@@ -26,8 +26,9 @@ import numpy as np
 from qzoo import config as cfg
 from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError
-from qzoo.evaluation import EvalStats, evaluate
+from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
+from qzoo.periodic import after_env_step, evaluate_agent
 from qzoo.schedules import exponential_schedule, linear_schedule
 
 MODEL_FORMAT = 1
@@ -76,7 +77,7 @@ class QLearning:
         self.num_timesteps = 0
         self.num_episodes = 0
         self.horizon = config.n_timesteps  # the env step where the current learn() ends
-        self._pending_td_errors: list[float] = []  # TD errors since the last train.csv row
+        self._pending_td_errors: list[float] = []  # squared TD errors since the last train.csv row
         self._obs: int | None = None
         self._eval_env: gym.Env | None = None
         self.best_mean_return = -float("inf")
@@ -135,8 +136,9 @@ class QLearning:
             epsilon = self.exploration_rate(horizon)
             action = self._act(int(self._obs), epsilon)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
-            td_errors.append(q_learning_update(self.q_table, int(self._obs), action, float(reward), int(next_obs),
-                                               terminated, c.learning_rate, c.gamma))
+            td_error = q_learning_update(self.q_table, int(self._obs), action, float(reward), int(next_obs),
+                                         terminated, c.learning_rate, c.gamma)
+            td_errors.append(td_error * td_error)  # the loss logged is the mean squared TD error
             self._obs = next_obs
             self.num_timesteps += 1
             if terminated or truncated:
@@ -146,33 +148,13 @@ class QLearning:
                 if recorder:
                     recorder.on_episode(self, float(info["episode"]["r"]), int(info["episode"]["l"]))
 
-            t = self.num_timesteps
-            if recorder and t % c.log_interval == 0:
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                recorder.on_train(self, {"epsilon": epsilon, "steps_per_second": (t - steps_at_start) / elapsed,
-                                         "loss": float(np.mean(np.square(td_errors)))})
-                td_errors.clear()
-            if c.eval_freq and t % c.eval_freq == 0:
-                stats = self.evaluate(c.n_eval_episodes)
-                self.best_mean_return = max(self.best_mean_return, stats.mean)
-                if recorder:
-                    recorder.on_evaluation(self, stats)
-                if c.stop_reward is not None and stats.mean >= c.stop_reward:
-                    break
-            # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
-            if recorder and (c.checkpoint_freq and t % c.checkpoint_freq == 0 or recorder.stop_requested):
-                recorder.on_checkpoint(self)
-            if recorder and recorder.stop_requested:
+            if after_env_step(self, recorder, epsilon, td_errors, started, steps_at_start):
                 break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         """Greedy play on a separate env; episode i starts from seed + i."""
-        if self._eval_env is None:
-            self._eval_env = self.make_env(training=False)
-        seed = self.config.seed + 1_000_000 if seed is None else seed
-        eps = self.config.eval_epsilon if epsilon is None else epsilon
-        return evaluate(self.greedy_action, self._eval_env, n_episodes, seed, eps)
+        return evaluate_agent(self, n_episodes, seed, epsilon)
 
     # ------------------------------------------------------------------------------ persistence
 

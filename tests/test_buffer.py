@@ -121,3 +121,34 @@ def test_atari_transition_costs_at_most_7_2_kb():
 def test_a_buffer_larger_than_memory_is_refused_before_allocating():
     with pytest.raises(QzooError, match="GiB but only"):
         ReplayBuffer(10**9, (4, 84, 84), np.uint8, stack=4)
+
+
+def test_compressed_frames_give_exactly_the_same_samples_and_survive_a_checkpoint():
+    plain, packed = stacked_buffer(300), ReplayBuffer(300, (4, *FRAME), np.int32, stack=4, seed=0, compress=True)
+    drivers = [StackedEpisodes(plain), StackedEpisodes(packed)]
+    for length in (1, 5, 3, 40, 7, 100, 2, 60, 90, 30):
+        for driver in drivers:
+            driver.episode(length)
+    for a, b in zip(plain.sample(256), packed.sample(256)):  # same seed, same rows, same frames
+        np.testing.assert_array_equal(a, b)
+    drivers[1].check(2000)
+    numbers, arrays = packed.state()
+    restored = ReplayBuffer(300, (4, *FRAME), np.int32, stack=4, seed=0, compress=True)
+    restored.restore(numbers, arrays)
+    for a, b in zip(packed.sample(64), restored.sample(64)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="replay_compression"):
+        stacked_buffer(300).restore(numbers, arrays)
+
+
+def test_compressed_space_invaders_transitions_take_at_most_2_kb():
+    from qzoo.dqn import DQN
+
+    agent = DQN("SpaceInvadersNoFrameskip-v4", buffer_size=3000, replay_compression="lz4", learning_starts=10**9,
+                eval_freq=0, exploration_fraction=0.0, exploration_final_eps=1.0)  # random play, no training
+    agent.learn(3000)
+    assert len(agent.buffer) == 3000
+    per_transition = agent.buffer.nbytes_used() / 3000
+    assert per_transition <= 2000, per_transition
+    batch = agent.buffer.sample(32)
+    assert batch.obs.shape == (32, 4, 84, 84) and batch.obs.dtype == np.uint8 and batch.obs.max() > 0

@@ -18,6 +18,11 @@ kept for episode-start frames, plus 50 bytes of numbers = about 7.18 KB, against
 storing both 4-frame stacks. When episodes are so short that the frame ring wraps before the
 transition ring, the oldest transitions become unusable and are never sampled (see ``_valid``).
 
+With ``compress=True`` each frame is kept as an LZ4 block instead (lossless): Atari frames are
+mostly background, so a SpaceInvaders frame takes about 1.6 KB instead of 7,056 bytes (Pong and
+Breakout well under 0.5 KB). A sample decompresses each distinct frame it needs once; the frame ring
+is then a list of ``bytes``, and its size depends on the game (``nbytes_used`` measures it).
+
 ``terminated`` and ``truncated`` stay separate: a time-limit truncation is not a terminal, and the
 TD target bootstraps through it (Pardo et al. 2018, "Time Limits in Reinforcement Learning").
 """
@@ -51,11 +56,85 @@ def frame_ring_size(capacity: int, stack: int, n_envs: int = 1) -> int:
     return capacity + capacity // 100 + 2 * stack * n_envs
 
 
-def replay_bytes(capacity: int, frame_shape: tuple[int, ...], frame_dtype, stack: int, n_envs: int = 1) -> int:
-    """Bytes the buffer allocates, computed before allocating anything."""
+# Planning figure for a compressed frame: LZ4 block plus the bytes object and list slot that hold it.
+# Measured on SpaceInvaders, the least compressible of our Atari presets: about 1.6 KB of block.
+COMPRESSED_FRAME_ESTIMATE = 1_700
+
+
+def replay_bytes(capacity: int, frame_shape: tuple[int, ...], frame_dtype, stack: int, n_envs: int = 1,
+                 compress: bool = False) -> int:
+    """Bytes the buffer will take, computed before allocating anything (an estimate when compressed)."""
     frame_bytes = int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize
+    if compress:
+        frame_bytes = min(frame_bytes, COMPRESSED_FRAME_ESTIMATE)
     per_transition = (stack + 1) * np.dtype(_INDEX_DTYPE).itemsize + 4 + 4 + 1 + 1  # frame numbers, action, reward, flags
     return frame_ring_size(capacity, stack, n_envs) * frame_bytes + capacity * per_transition
+
+
+class ArrayFrames:
+    """The frame ring as one preallocated array: ``put`` copies a frame in, ``get`` is fancy indexing."""
+
+    def __init__(self, size: int, frame_shape: tuple[int, ...], dtype):
+        self.data = np.zeros((size, *frame_shape), dtype=dtype)
+
+    def put(self, slot: int, frame: np.ndarray) -> None:
+        self.data[slot] = frame
+
+    def get(self, slots: np.ndarray) -> np.ndarray:
+        return self.data[slots]
+
+    def used_bytes(self, filled: int) -> int:
+        return self.data.nbytes
+
+    def state(self, filled: int) -> dict[str, np.ndarray]:
+        return {"frames": self.data[:filled]}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        saved = arrays["frames"]
+        if saved.dtype != self.data.dtype or saved.shape[1:] != self.data.shape[1:] or len(saved) > len(self.data):
+            raise ValueError(f"replay frames {saved.dtype}{saved.shape} do not fit {self.data.dtype}{self.data.shape}")
+        self.data[: len(saved)] = saved
+
+
+class CompressedFrames:
+    """The frame ring as LZ4 blocks, one per frame: lossless, a few microseconds each way."""
+
+    def __init__(self, size: int, frame_shape: tuple[int, ...], dtype):
+        import lz4.block
+
+        self._lz4 = lz4.block
+        self.frame_shape, self.dtype = tuple(frame_shape), np.dtype(dtype)
+        self.frame_bytes = int(np.prod(frame_shape)) * self.dtype.itemsize
+        self.blocks: list[bytes] = [b""] * size
+
+    def put(self, slot: int, frame: np.ndarray) -> None:
+        self.blocks[slot] = self._lz4.compress(np.ascontiguousarray(frame, dtype=self.dtype), store_size=False)
+
+    def get(self, slots: np.ndarray) -> np.ndarray:
+        """Frames for an array of slots; each distinct slot is decompressed once."""
+        unique, inverse = np.unique(slots, return_inverse=True)
+        frames = np.empty((len(unique), *self.frame_shape), dtype=self.dtype)
+        for i, slot in enumerate(unique.tolist()):
+            raw = self._lz4.decompress(self.blocks[slot], uncompressed_size=self.frame_bytes)
+            frames[i] = np.frombuffer(raw, dtype=self.dtype).reshape(self.frame_shape)
+        return frames[inverse.reshape(slots.shape)]
+
+    def used_bytes(self, filled: int) -> int:
+        # Block bytes plus each bytes object's header (33) and its list slot (8).
+        return sum(len(b) for b in self.blocks[:filled]) + 41 * len(self.blocks)
+
+    def state(self, filled: int) -> dict[str, np.ndarray]:
+        blocks = self.blocks[:filled]
+        lengths = np.array([len(b) for b in blocks], dtype=np.int64)
+        return {"frame_blocks": np.frombuffer(b"".join(blocks), dtype=np.uint8), "frame_block_lengths": lengths}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        data, lengths = arrays["frame_blocks"].tobytes(), arrays["frame_block_lengths"]
+        if len(lengths) > len(self.blocks) or int(lengths.sum()) != len(data):
+            raise ValueError("compressed replay frames do not fit this memory")
+        ends = np.cumsum(lengths)
+        for i, (start, end) in enumerate(zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist())):
+            self.blocks[i] = data[start:end]
 
 
 def available_memory_bytes() -> int | None:
@@ -91,6 +170,7 @@ class ReplayBuffer:
         stack: int = 1,
         n_envs: int = 1,
         seed: int | None = None,
+        compress: bool = False,
     ):
         if stack > 1 and (len(obs_shape) < 1 or obs_shape[0] != stack):
             raise ValueError(f"stacked observations must have shape ({stack}, ...), got {obs_shape}")
@@ -99,10 +179,12 @@ class ReplayBuffer:
         self.n_envs = n_envs
         self.obs_shape = tuple(obs_shape)
         self.frame_shape = self.obs_shape[1:] if stack > 1 else self.obs_shape
-        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs)
+        self.compress = compress and stack > 1  # vectors are too small to gain from it
+        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs, self.compress)
         check_fits(self.nbytes)
         self.frame_capacity = frame_ring_size(capacity, stack, n_envs)
-        self.frames = np.zeros((self.frame_capacity, *self.frame_shape), dtype=obs_dtype)
+        store = CompressedFrames if self.compress else ArrayFrames
+        self.frames = store(self.frame_capacity, self.frame_shape, obs_dtype)
         self.obs_frames = np.zeros((capacity, stack), dtype=_INDEX_DTYPE)
         self.next_frame = np.zeros(capacity, dtype=_INDEX_DTYPE)
         self.actions = np.zeros(capacity, dtype=np.int32)
@@ -123,9 +205,16 @@ class ReplayBuffer:
     def bytes_per_transition(self) -> float:
         return self.nbytes / self.capacity
 
+    def nbytes_used(self) -> int:
+        """Bytes held now: the allocation, or for compressed frames the blocks stored so far."""
+        if not self.compress:
+            return self.nbytes
+        index_bytes = self.capacity * ((self.stack + 1) * np.dtype(_INDEX_DTYPE).itemsize + 10)
+        return index_bytes + self.frames.used_bytes(min(self.frames_written, self.frame_capacity))
+
     def _write_frame(self, frame: np.ndarray) -> int:
         number = self.frames_written
-        self.frames[number % self.frame_capacity] = frame
+        self.frames.put(number % self.frame_capacity, frame)
         self.frames_written += 1
         return number
 
@@ -190,10 +279,10 @@ class ReplayBuffer:
         if self.stack == 1:
             obs_numbers, next_numbers = obs_numbers[:, 0], next_numbers[:, 0]
         return ReplayBatch(
-            obs=self.frames[obs_numbers % self.frame_capacity],
+            obs=self.frames.get(obs_numbers % self.frame_capacity),
             actions=self.actions[rows],
             rewards=self.rewards[rows],
-            next_obs=self.frames[next_numbers % self.frame_capacity],
+            next_obs=self.frames.get(next_numbers % self.frame_capacity),
             terminated=self.terminated[rows],
             truncated=self.truncated[rows],
         )
@@ -206,9 +295,9 @@ class ReplayBuffer:
         Only the filled part of each ring is returned, as views (no copy): early in a run a
         checkpoint is small, and a full Atari memory is written once, ring by ring.
         """
-        frames = self.frames[: min(self.frames_written, self.frame_capacity)]
         rows = len(self)
-        arrays = {"frames": frames, "obs_frames": self.obs_frames[:rows], "next_frame": self.next_frame[:rows],
+        arrays = {**self.frames.state(min(self.frames_written, self.frame_capacity)),
+                  "obs_frames": self.obs_frames[:rows], "next_frame": self.next_frame[:rows],
                   "actions": self.actions[:rows], "rewards": self.rewards[:rows],
                   "terminated": self.terminated[:rows], "truncated": self.truncated[:rows]}
         numbers = {"capacity": self.capacity, "stack": self.stack, "frames_written": self.frames_written,
@@ -221,7 +310,13 @@ class ReplayBuffer:
         if numbers["capacity"] != self.capacity or numbers["stack"] != self.stack:
             raise ValueError(f"replay memory of capacity {numbers['capacity']} and stack {numbers['stack']} "
                              f"does not fit one of capacity {self.capacity} and stack {self.stack}")
+        frame_names = ("frames", "frame_blocks", "frame_block_lengths")
+        if set(arrays) & set(frame_names) != set(self.frames.state(0)):
+            raise ValueError("the saved replay memory was made with another replay_compression")
+        self.frames.restore({k: v for k, v in arrays.items() if k in frame_names})
         for name, saved in arrays.items():
+            if name in frame_names:
+                continue
             target = getattr(self, name)
             if saved.dtype != target.dtype or saved.shape[1:] != target.shape[1:] or len(saved) > len(target):
                 raise ValueError(f"replay array {name} {saved.dtype}{saved.shape} does not fit {target.dtype}{target.shape}")

@@ -48,6 +48,23 @@ class Recorder(Protocol):
     stop_requested: int  # a signal number once SIGINT or SIGTERM arrived, else 0
 
 
+def resolve_precision(requested: str, device: torch.device, network_kind: str) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32.
+
+    ``auto`` picks bfloat16 for the CNN where it is native (measured here with AVX512-BF16: the Atari
+    gradient step about 2x faster); the small MLPs of classic control gain nothing from it.
+    """
+    if requested == "float32" or (requested == "auto" and network_kind != "cnn"):
+        return None
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if requested == "bfloat16" or native:
+        return torch.bfloat16
+    return None
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error."""
     if requested == "auto":
@@ -93,6 +110,7 @@ class DQN:
         self.q_net.to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = self._make_optimizer()
+        self.autocast_dtype = resolve_precision(config.precision, self.device, self.network_kind)
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -117,7 +135,8 @@ class DQN:
         if self.config.optimizer == "rmsprop":
             # Mnih et al. (2015), Extended Data Table 1: squared gradient momentum 0.95, min squared gradient 0.01.
             return torch.optim.RMSprop(params, lr=self.config.learning_rate, alpha=0.95, eps=0.01, centered=True)
-        return torch.optim.Adam(params, lr=self.config.learning_rate)
+        # One fused kernel for the whole update instead of a loop over tensors (torch >= 2.4, CPU and CUDA).
+        return torch.optim.Adam(params, lr=self.config.learning_rate, fused=True)
 
     @property
     def stack(self) -> int:
@@ -125,8 +144,10 @@ class DQN:
         return self.obs_shape[0] if self.network_kind == "cnn" and len(self.obs_shape) == 3 else 1
 
     def replay_bytes(self) -> int:
+        """The replay memory's size, before allocating it (an estimate with LZ4 compression)."""
         frame_shape = self.obs_shape[1:] if self.stack > 1 else self.obs_shape
-        return replay_bytes(self.config.buffer_size, frame_shape, self.obs_dtype, self.stack)
+        return replay_bytes(self.config.buffer_size, frame_shape, self.obs_dtype, self.stack,
+                            compress=self.config.replay_compression == "lz4")
 
     memory_bytes = replay_bytes  # what the run allocates beyond the networks
 
@@ -139,7 +160,8 @@ class DQN:
     def buffer(self) -> ReplayBuffer:
         if self._buffer is None:
             self._buffer = ReplayBuffer(
-                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, seed=self.config.seed
+                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, seed=self.config.seed,
+                compress=self.config.replay_compression == "lz4",
             )
         return self._buffer
 
@@ -150,12 +172,18 @@ class DQN:
         progress = self.num_timesteps / max(horizon or c.n_timesteps, 1)
         return linear_schedule(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction, progress)
 
-    @torch.no_grad()
+    def _autocast(self):
+        """bfloat16 autocast when the precision asks for it; float32 otherwise."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                              enabled=self.autocast_dtype is not None)
+
+    @torch.inference_mode()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q(s, .) for one observation (A,) or a batch (B, A)."""
         single = obs.shape == self.obs_shape
         batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
-        q = self.q_net(batch).cpu().numpy()
+        with self._autocast():
+            q = self.q_net(batch).float().cpu().numpy()
         return q[0] if single else q
 
     def greedy_action(self, obs: np.ndarray) -> int:
@@ -186,11 +214,18 @@ class DQN:
         actions = to(batch.actions, torch.long)
         rewards, terminated = to(batch.rewards), to(batch.terminated)
 
-        with torch.no_grad():
-            next_q_target = self.target_net(next_obs)
-            next_q_online = self.q_net(next_obs) if c.double_q else None
-            target = td_target(rewards, terminated, next_q_target, c.gamma, next_q_online)
-        q_taken = self.q_net(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        with self._autocast():
+            with torch.no_grad():
+                next_q_target = self.target_net(next_obs).float()
+            if c.double_q:
+                # Q(s) and Q(s') of the online network in one forward pass of 2B: one large batch runs
+                # faster than two small ones on a CPU. Q(s') is only used to choose a*, never differentiated.
+                q_both = self.q_net(torch.cat([obs, next_obs])).float()
+                q_obs, next_q_online = q_both[: len(obs)], q_both[len(obs):].detach()
+            else:
+                q_obs, next_q_online = self.q_net(obs).float(), None
+        target = td_target(rewards, terminated, next_q_target, c.gamma, next_q_online)
+        q_taken = q_obs.gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = q_loss(q_taken, target, c.loss)
 
         self.optimizer.zero_grad(set_to_none=True)

@@ -123,3 +123,10 @@ def test_beta_schedule_is_linear_to_one():
     assert beta_schedule(0.4, 0.5) == pytest.approx(0.7)
     assert beta_schedule(0.4, 1.0) == pytest.approx(1.0)
     assert beta_schedule(0.4, 1.5) == pytest.approx(1.0)
+
+
+def test_a_one_leaf_tree_is_its_own_root():
+    tree = tree_of([2.0])
+    assert tree.depth == 0 and tree.total == 2.0
+    indices, probabilities = tree.sample(3, np.random.default_rng(0))
+    assert indices.tolist() == [0, 0, 0] and probabilities.tolist() == [1.0, 1.0, 1.0]

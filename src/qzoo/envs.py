@@ -12,6 +12,8 @@ the last 4 frames stacked.
 ``machado`` (``ALE/*-v5`` ids; Machado et al. 2018): sticky actions with probability 0.25 in place of
 no-op starts, no life-loss signal, no FIRE on reset; frame skip, max-pool, clipping and stacking as above.
 
+MinAtar (``MinAtar/*`` ids, Young & Tian 2019): see ``qzoo.minatar``; (C, 10, 10) uint8 observations.
+
 Training-only wrappers never wrap an evaluation env, so evaluation reports the real game score over
 full games. The real score of every training game is recorded below those wrappers too
 (``info["episode"]``).
@@ -30,6 +32,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from qzoo import minatar
 from qzoo.errors import QzooError
 
 ATARI_SCREEN = (210, 160)
@@ -51,6 +54,7 @@ def _register_envs() -> None:
 
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on every import
     gym.register_envs(ale_py)
+    minatar.register()  # MinAtar/*: Gymnasium 1.x no longer loads the package's entry point itself
     if "Taxi-v3" not in gym.registry and "Taxi-v4" in gym.registry:
         v4 = gym.registry["Taxi-v4"]
         gym.register("Taxi-v3", entry_point=v4.entry_point, max_episode_steps=v4.max_episode_steps,
@@ -75,8 +79,10 @@ def is_atari(env_id: str) -> bool:
 
 
 def family(env_id: str) -> str | None:
-    """The preset family of an env id: ``atari`` for ALE games, else None."""
-    return "atari" if is_atari(env_id) else None
+    """The preset family of an env id: ``atari`` for ALE games, ``minatar`` for MinAtar's, else None."""
+    if is_atari(env_id):
+        return "atari"
+    return "minatar" if minatar.is_minatar(env_spec(env_id)) else None
 
 
 def atari_protocol(env_id: str, requested: str = "auto") -> str:
@@ -273,6 +279,8 @@ def make_env(
     try:
         if is_atari(env_id):
             env = _make_atari(env_id, options, training, render_mode)
+        elif minatar.is_minatar(env_spec(env_id)):
+            env = minatar.make_minatar(env_id, options.env_kwargs, render_mode)
         else:
             with warnings.catch_warnings():
                 # Our Taxi-v3 is Taxi-v4's deterministic env; gymnasium warns that v3 is out of date.

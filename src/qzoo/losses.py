@@ -1,7 +1,14 @@
-"""The maths of DQN as pure functions of tensors: no config, no state, nothing of qzoo's imported."""
+"""The maths of DQN as pure functions of tensors: no config, no state, nothing of qzoo's imported.
+
+The n-step return takes numpy arrays: the replay memory (numpy) computes it at sample time.
+The Rainbow pieces (n-step, C51, QR-DQN) are described in docs/rainbow.md.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +59,138 @@ def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) ->
         else:
             for t, o in zip(target.parameters(), online.parameters()):
                 t.lerp_(o, tau)
+
+
+# ------------------------------------------------------------------------------------ n-step returns
+
+
+class NStepReturns(NamedTuple):
+    """Shapes (B,), (B,), (B,): sum_{j<k} gamma^j r_j, the bootstrap discount, and k - 1."""
+
+    returns: np.ndarray
+    discounts: np.ndarray
+    bootstrap_offset: np.ndarray
+
+
+def n_step_returns(
+    rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, gamma: float
+) -> NStepReturns:
+    """The n-step return of each window of n consecutive transitions of one stream (Sutton & Barto, eq. 7.1).
+
+    The window stops after k <= n transitions: at its first termination or truncation, else after n. Then
+
+        G = sum_{j=0}^{k-1} gamma^j r_{t+j}
+        y = G + discount * max_a Q(s_{t+k}, a),   discount = 0 if transition t+k-1 terminated, else gamma^k.
+
+    A termination inside the window: no bootstrap. A truncation inside it (a time limit, Pardo et al. 2018):
+    bootstrap from that transition's final observation with gamma^k, k < n. Transitions after the first end
+    belong to the next episode and are ignored. ``bootstrap_offset`` = k - 1 names the transition of the window
+    whose ``next_obs`` is s_{t+k}. n = 1 gives DQN's one-step target.
+
+    numpy, not torch: the replay memory computes this at sample time from the rows it already gathered, so
+    one memory serves every n. The caller passes only windows that are complete or end on an episode end.
+    Shapes: rewards, terminated, truncated (B, n). Returns float32, float32, int64 arrays of shape (B,).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terminated = np.asarray(terminated, dtype=bool)
+    ended = terminated | np.asarray(truncated, dtype=bool)
+    n = rewards.shape[1]
+    # k - 1: the first end in the window, or the last transition when the episode runs through it.
+    offset = np.where(ended.any(axis=1), ended.argmax(axis=1), n - 1)
+    steps = np.arange(n)
+    inside = steps[None, :] <= offset[:, None]
+    returns = (rewards * gamma ** steps[None, :] * inside).sum(axis=1)
+    last_terminated = terminated[np.arange(rewards.shape[0]), offset]
+    discounts = np.where(last_terminated, 0.0, float(gamma) ** (offset + 1))
+    return NStepReturns(returns.astype(np.float32), discounts.astype(np.float32), offset.astype(np.int64))
+
+
+# ------------------------------------------------------------------------------- distributional RL
+
+
+class PerSampleLoss(NamedTuple):
+    """``loss``: the scalar to minimise, mean_i w_i * l_i; ``per_sample``: l_i (B,), detached (new priorities)."""
+
+    loss: torch.Tensor
+    per_sample: torch.Tensor
+
+
+def _weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor | None) -> PerSampleLoss:
+    # Prioritised replay scales each sample's loss by its importance weight (Schaul et al. 2016, Algorithm 1).
+    loss = per_sample.mean() if weights is None else (weights.to(per_sample.dtype) * per_sample).mean()
+    return PerSampleLoss(loss, per_sample.detach())
+
+
+def c51_projection(
+    next_probs: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor, support: torch.Tensor
+) -> torch.Tensor:
+    """Project the target distribution r + discount * Z(s', a*) onto the fixed support (Bellemare et al. 2017, Alg. 1).
+
+    Atom j of the next distribution moves to Tz_j = clip(r + discount * z_j, v_min, v_max), which falls at
+    b_j = (Tz_j - v_min) / dz between the support atoms l = floor(b_j) and u = ceil(b_j); its mass p_j is split
+    between them in proportion to closeness: m_l += p_j (u - b_j), m_u += p_j (b_j - l). When b_j lands exactly
+    on an atom (l = u) all of p_j goes there (Algorithm 1 as printed would drop it).
+    ``discounts`` already holds (1 - terminated) * gamma^n, so a terminal target is all mass at clip(r).
+    The support must be evenly spaced: z_i = v_min + i * dz.
+    Shapes: next_probs (B, K) for the chosen next action a*; rewards, discounts (B,); support (K,).
+    Returns (B, K) probabilities, detached.
+    """
+    with torch.no_grad():
+        n_atoms = support.shape[0]
+        v_min, v_max = float(support[0]), float(support[-1])
+        delta_z = (v_max - v_min) / (n_atoms - 1)
+        target_z = (rewards[:, None] + discounts[:, None] * support[None, :]).clamp(v_min, v_max)
+        b = ((target_z - v_min) / delta_z).clamp(0, n_atoms - 1)  # clamp: rounding can step past the last atom
+        lower, upper = b.floor().long(), b.ceil().long()
+        exact = (lower == upper).to(next_probs.dtype)
+        projected = torch.zeros_like(next_probs)
+        projected.scatter_add_(1, lower, next_probs * (upper.to(b.dtype) - b + exact))
+        projected.scatter_add_(1, upper, next_probs * (b - lower.to(b.dtype)))
+        return projected
+
+
+def c51_loss(
+    log_probs: torch.Tensor, target_probs: torch.Tensor, weights: torch.Tensor | None = None
+) -> PerSampleLoss:
+    """Cross-entropy l_i = -sum_k m_ik log p_k(s_i, a_i) (Bellemare et al. 2017, Algorithm 1, last line).
+
+    ``log_probs``: log-probabilities of the taken actions' distributions (B, K), from a log-softmax for
+    stability; ``target_probs``: ``c51_projection``'s m (B, K); ``weights``: importance weights (B,) or None.
+    Rainbow (Hessel et al. 2018) prioritises by this per-sample loss.
+    """
+    per_sample = -(target_probs.detach() * log_probs).sum(dim=1)
+    return _weighted_mean(per_sample, weights)
+
+
+def quantile_midpoints(n_quantiles: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """tau_hat_i = (2i + 1) / (2N), i = 0..N-1: the quantile levels QR-DQN regresses (Dabney et al. 2018, Lemma 2)."""
+    return (2 * torch.arange(n_quantiles, device=device, dtype=torch.float32) + 1) / (2 * n_quantiles)
+
+
+def quantile_huber_loss(
+    quantiles: torch.Tensor,
+    target_quantiles: torch.Tensor,
+    kappa: float = 1.0,
+    weights: torch.Tensor | None = None,
+) -> PerSampleLoss:
+    """The quantile Huber loss of QR-DQN (Dabney et al. 2018, eq. 10 and Algorithm 1).
+
+        u_ij = T theta_j - theta_i(s, a)                          (every target quantile against every quantile)
+        L_kappa(u) = u^2 / 2 if |u| <= kappa, else kappa (|u| - kappa / 2)
+        rho_tau(u) = |tau - 1{u < 0}| L_kappa(u) / kappa          (kappa = 0: |tau - 1{u < 0}| |u|)
+        l = sum_i mean_j rho_{tau_hat_i}(u_ij),                    tau_hat_i = (2i + 1) / (2N)
+
+    Dividing by kappa follows the paper's eq. 10; with kappa = 1 (the paper's value) it changes nothing.
+    Shapes: quantiles (B, N) of the taken actions; target_quantiles (B, N') = r + discount * theta_j(s', a*),
+    treated as constants; weights (B,) or None.
+    """
+    tau = quantile_midpoints(quantiles.shape[1], quantiles.device).to(quantiles.dtype)
+    u = target_quantiles.detach()[:, None, :] - quantiles[:, :, None]  # (B, N, N')
+    abs_u = u.abs()
+    if kappa > 0:
+        huber = torch.where(abs_u <= kappa, 0.5 * u**2, kappa * (abs_u - 0.5 * kappa)) / kappa
+    else:
+        huber = abs_u
+    rho = (tau[None, :, None] - (u < 0).to(u.dtype)).abs() * huber
+    per_sample = rho.mean(dim=2).sum(dim=1)
+    return _weighted_mean(per_sample, weights)

@@ -1,4 +1,8 @@
-"""Q-networks: state in, one Q-value per action out."""
+"""Q-networks: state in, one Q-value per action out (or, for distributional heads, K atoms per action).
+
+``NatureCNN``, ``MLP`` and ``MinAtarCNN`` are the plain networks; ``QNetwork`` puts the same bodies under
+a head with the Rainbow switches (dueling, noisy, C51, QR); ``build_q_network`` picks.
+"""
 
 from __future__ import annotations
 
@@ -58,23 +62,285 @@ def _mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# ------------------------------------------------------------------------------ MinAtar's network
+
+MINATAR_GRID = (10, 10)
+
+
+class MinAtarCNN(nn.Module):
+    """The DQN network of Young & Tian (2019, section 4): one 3x3 convolution with 16 channels (stride 1),
+    a 128-unit hidden layer, |A| outputs; ReLU after each hidden layer.
+
+    Input: (B, C, 10, 10) uint8 grids of 0 and 1 (``qzoo.minatar`` transposes MinAtar's (10, 10, C) bools);
+    they are already in [0, 1], so nothing is rescaled.
+    """
+
+    def __init__(self, in_channels: int, n_actions: int, hidden: Sequence[int] = (128,), frame: int = 10):
+        super().__init__()
+        self.features = minatar_body(in_channels)
+        with torch.no_grad():
+            n_features = self.features(torch.zeros(1, in_channels, frame, frame)).shape[1]
+        self.head = _mlp(n_features, hidden, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(obs))
+
+
+# ----------------------------------------------------------------------- bodies for QNetwork
+
+
+class _ToFloat(nn.Module):
+    """Cast observations to float32 and divide by ``scale`` (255 for bytes of pixels, 1 otherwise)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float()
+        return x / self.scale if self.scale != 1.0 else x
+
+
+def nature_cnn_body(in_channels: int) -> nn.Sequential:
+    """``NatureCNN``'s convolutions (Mnih 2015): (B, C, 84, 84) uint8 -> (B, 3136) features."""
+    return nn.Sequential(
+        _ToFloat(255.0),
+        nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, kernel_size=4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, kernel_size=3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
+def minatar_body(in_channels: int) -> nn.Sequential:
+    """``MinAtarCNN``'s convolution (Young & Tian 2019): (B, C, 10, 10) -> (B, 16 * 8 * 8 = 1024) features."""
+    return nn.Sequential(_ToFloat(), nn.Conv2d(in_channels, 16, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
+
+
+def mlp_body() -> nn.Sequential:
+    """Vector observations, flattened: (B, *obs_shape) -> (B, prod(obs_shape))."""
+    return nn.Sequential(_ToFloat(), nn.Flatten())
+
+
+# ------------------------------------------------------------------------------- Rainbow heads
+
+
+class NoisyLinear(nn.Module):
+    """A linear layer with factorised Gaussian noise on its weights (Fortunato et al. 2018, section 3.2).
+
+        y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b                      (eq. 9)
+        eps_w[j, i] = f(eps_out[j]) f(eps_in[i]),  eps_b[j] = f(eps_out[j]),  f(x) = sgn(x) sqrt(|x|)   (eq. 10-11)
+
+    with eps_in ~ N(0, 1) of size p = in_features and eps_out ~ N(0, 1) of size q = out_features: p + q
+    draws per layer instead of p * q. Initialisation (section 3.2): mu ~ U[-1/sqrt(p), 1/sqrt(p)],
+    sigma = sigma0 / sqrt(p) with sigma0 = 0.5.
+
+    The noise stays fixed until ``reset_noise()`` draws a new one, from torch's global generator (or
+    ``generator``), so ``torch.manual_seed`` makes it reproducible. In ``eval()`` mode the layer uses mu only
+    (a greedy policy of the mean network, for evaluation); in ``train()`` mode, the default, it adds the noise.
+    Shapes: (B, p) -> (B, q).
+    """
+
+    def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.sigma0 = sigma0
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias_mu = nn.Parameter(torch.empty(out_features))
+        self.bias_sigma = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("eps_in", torch.zeros(in_features))
+        self.register_buffer("eps_out", torch.zeros(out_features))
+        self.reset_parameters()
+        self.reset_noise()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / self.in_features**0.5
+        with torch.no_grad():
+            self.weight_mu.uniform_(-bound, bound)
+            self.bias_mu.uniform_(-bound, bound)
+            self.weight_sigma.fill_(self.sigma0 * bound)
+            self.bias_sigma.fill_(self.sigma0 * bound)
+
+    @staticmethod
+    def scale_noise(x: torch.Tensor) -> torch.Tensor:
+        """f(x) = sgn(x) sqrt(|x|) (Fortunato et al. 2018, section 3.2)."""
+        return x.sign() * x.abs().sqrt()
+
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        """Draw eps_in, then eps_out, from N(0, 1), and keep f of them."""
+        with torch.no_grad():
+            self.eps_in.copy_(self.scale_noise(torch.randn(self.in_features, generator=generator)))
+            self.eps_out.copy_(self.scale_noise(torch.randn(self.out_features, generator=generator)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return nn.functional.linear(x, self.weight_mu, self.bias_mu)
+        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
+        bias = self.bias_mu + self.bias_sigma * self.eps_out
+        return nn.functional.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
+
+
+def _head_mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int, noisy: bool) -> nn.Sequential:
+    """Hidden layers and an output layer, ReLU between; every layer noisy when ``noisy`` (Hessel et al. 2018
+    replace all of the head's linear layers)."""
+    linear = NoisyLinear if noisy else nn.Linear
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [linear(n_inputs, size), nn.ReLU()]
+        n_inputs = size
+    layers.append(linear(n_inputs, n_outputs))
+    return nn.Sequential(*layers)
+
+
+class QNetwork(nn.Module):
+    """A body (convolutions, or a flatten) and a head with the Rainbow switches.
+
+    * ``dueling`` (Wang et al. 2016, eq. 9): a value stream V(s) and an advantage stream A(s, a), each with
+      its own ``hidden`` layers after the shared body, combined as Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+      With atoms, the combination is per atom (Hessel et al. 2018, section 3).
+    * ``noisy``: every linear layer of the head is a ``NoisyLinear``; ``reset_noise()`` redraws them all.
+    * ``distribution``: ``none`` gives Q (B, A); ``c51`` gives probabilities (B, A, K) over the fixed support
+      ``support`` = linspace(v_min, v_max, K) (Bellemare et al. 2017), a softmax over atoms of the head's
+      logits; ``qr`` gives K quantile values (B, A, K) at levels (2i + 1) / 2K (Dabney et al. 2018).
+
+    ``q_values(obs)`` is always (B, A): Q itself, sum_k p_k z_k for C51, the mean of the quantiles for QR.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        n_features: int,
+        n_actions: int,
+        hidden: Sequence[int],
+        *,
+        dueling: bool = False,
+        noisy: bool = False,
+        distribution: str = "none",
+        n_atoms: int = 1,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+    ):
+        super().__init__()
+        if distribution not in DISTRIBUTIONS:
+            raise QzooError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+        if distribution == "c51" and (n_atoms < 2 or v_min >= v_max):
+            raise QzooError("c51 needs n_atoms >= 2 and v_min < v_max")
+        self.n_actions = n_actions
+        self.n_atoms = n_atoms
+        self.distribution = distribution
+        self.dueling = dueling
+        self.noisy = noisy
+        self.body = body
+        self.advantage = _head_mlp(n_features, hidden, n_actions * n_atoms, noisy)
+        self.value = _head_mlp(n_features, hidden, n_atoms, noisy) if dueling else None
+        if distribution == "c51":
+            self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms))
+
+    def head_outputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """The head's raw outputs (B, A, K): Q values, C51 logits or quantiles, before any softmax."""
+        features = self.body(obs)
+        out = self.advantage(features).view(-1, self.n_actions, self.n_atoms)
+        if self.value is not None:
+            value = self.value(features).view(-1, 1, self.n_atoms)
+            out = value + out - out.mean(dim=1, keepdim=True)
+        return out
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.head_outputs(obs)
+        if self.distribution == "none":
+            return out.squeeze(2)
+        if self.distribution == "c51":
+            return torch.softmax(out, dim=2)
+        return out
+
+    def log_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """C51 only: log p (B, A, K) by a log-softmax, which the cross-entropy loss needs for stability."""
+        if self.distribution != "c51":
+            raise QzooError("log_probs is for the c51 distribution")
+        return torch.log_softmax(self.head_outputs(obs), dim=2)
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) (B, A) whatever the head: the greedy action is its argmax."""
+        out = self.forward(obs)
+        if self.distribution == "c51":
+            return (out * self.support).sum(dim=2)
+        if self.distribution == "qr":
+            return out.mean(dim=2)
+        return out
+
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        """New noise in every ``NoisyLinear`` (Fortunato et al. 2018: once per step and per update)."""
+        for module in self.modules():
+            if isinstance(module, NoisyLinear):
+                module.reset_noise(generator)
+
+
 def choose_network(obs_shape: tuple[int, ...], obs_dtype, requested: str = "auto") -> str:
-    """``cnn`` for stacked uint8 frames (C, H, W), ``mlp`` for everything else."""
+    """``minatar`` for MinAtar's (C, 10, 10) uint8 grids, ``cnn`` for stacked uint8 frames (C, H, W),
+    ``mlp`` for everything else. (10x10 is too small for the Nature CNN, which needs at least 36x36.)"""
     if requested != "auto":
         return requested
-    return "cnn" if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8 else "mlp"
+    if len(obs_shape) == 3 and np.dtype(obs_dtype) == np.uint8:
+        return "minatar" if tuple(obs_shape[1:]) == MINATAR_GRID else "cnn"
+    return "mlp"
+
+
+DEFAULT_HIDDEN = {"cnn": (512,), "mlp": (64, 64), "minatar": (128,)}
+DISTRIBUTIONS = ("none", "c51", "qr")
 
 
 def build_q_network(
-    obs_shape: tuple[int, ...], obs_dtype, n_actions: int, kind: str = "auto", net_arch: Sequence[int] | None = None
+    obs_shape: tuple[int, ...],
+    obs_dtype,
+    n_actions: int,
+    kind: str = "auto",
+    net_arch: Sequence[int] | None = None,
+    *,
+    dueling: bool = False,
+    noisy: bool = False,
+    distribution: str = "none",
+    n_atoms: int = 1,
+    v_min: float = -10.0,
+    v_max: float = 10.0,
 ) -> nn.Module:
-    """The Q-network for an observation space; sizes from ``net_arch`` (hidden layers)."""
+    """The Q-network for an observation space; sizes from ``net_arch`` (hidden layers).
+
+    With the Rainbow switches at their defaults (no dueling, no noise, ``distribution="none"``) this builds the
+    same modules as always (``NatureCNN``, ``MLP``, ``MinAtarCNN``), so the same seed gives the same weights.
+    Any switch on gives a ``QNetwork``: the same body, the head changed (see ``QNetwork``).
+    """
     kind = choose_network(obs_shape, obs_dtype, kind)
+    hidden = tuple(net_arch) if net_arch is not None else DEFAULT_HIDDEN.get(kind, (64, 64))
+    if kind in ("cnn", "minatar") and (len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]):
+        raise QzooError(f"the {kind} network needs square frames (C, H, H), got {obs_shape}")
+    if distribution not in DISTRIBUTIONS:
+        raise QzooError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+    if distribution == "none" and n_atoms != 1:
+        raise QzooError(f"n_atoms = {n_atoms} needs distribution c51 or qr")
+    if not (dueling or noisy or distribution != "none"):
+        if kind == "cnn":
+            return NatureCNN(obs_shape[0], n_actions, hidden, obs_shape[1])
+        if kind == "minatar":
+            return MinAtarCNN(obs_shape[0], n_actions, hidden, obs_shape[1])
+        return MLP(int(np.prod(obs_shape)), n_actions, hidden)
     if kind == "cnn":
-        if len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]:
-            raise QzooError(f"the CNN needs square stacked frames (C, H, H), got {obs_shape}")
-        return NatureCNN(obs_shape[0], n_actions, tuple(net_arch) if net_arch is not None else (512,), obs_shape[1])
-    return MLP(int(np.prod(obs_shape)), n_actions, tuple(net_arch) if net_arch is not None else (64, 64))
+        body: nn.Module = nature_cnn_body(obs_shape[0])
+    elif kind == "minatar":
+        body = minatar_body(obs_shape[0])
+    else:
+        body = mlp_body()
+    with torch.no_grad():
+        n_features = body(torch.zeros(1, *obs_shape, dtype=torch.uint8 if kind != "mlp" else torch.float32)).shape[1]
+    return QNetwork(body, n_features, n_actions, hidden, dueling=dueling, noisy=noisy,
+                    distribution=distribution, n_atoms=n_atoms, v_min=v_min, v_max=v_max)
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -209,6 +209,9 @@ def _resume_train(args: argparse.Namespace, argv: list[str]) -> int:
     if changes:
         raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
     run_dir = Path(args.resume)
+    if _saved_n_envs(run_dir) > 1:
+        raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot resume "
+                        f"exactly; start a new run from its weights with --from {run_dir}")
     saved = checkpoint.read_latest(run_dir)
     if read_meta(run_dir).get("status") == "finished":
         raise QzooError(f"{run_dir} finished its {read_meta(run_dir).get('steps')} env steps; nothing to resume")
@@ -216,6 +219,17 @@ def _resume_train(args: argparse.Namespace, argv: list[str]) -> int:
     recorder = RunRecorder(run_dir, agent, argv, [], progress=False if args.no_progress or args.json else None,
                            resume=saved)
     return _learn(agent, recorder, agent.horizon - agent.num_timesteps, run_dir, args)
+
+
+def _saved_n_envs(run_dir: Path) -> int:
+    """n_envs of a run folder's config.yml (1 where it cannot be read)."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load((run_dir / "config.yml").read_text())
+        return int(next(iter(entries.values())).get("n_envs", 1))
+    except (OSError, yaml.YAMLError, AttributeError, StopIteration, TypeError, ValueError):
+        return 1
 
 
 def _learn(agent, recorder, total_timesteps: int | None, run_dir: Path, args: argparse.Namespace) -> int:

@@ -71,6 +71,9 @@ class DQNConfig:
     log_interval: int = _param(1_000, "env steps between two rows of training metrics", "int")
     seed: int = _param(0, "random seed of the run", "int")
     device: str = _param("auto", "torch device: auto picks cuda when present", "str", ("auto", "cpu", "cuda"))
+    n_envs: int = _param(1, "copies of the env stepped together; every interval still counts env steps", "int")
+    vec_env: str = _param("async", "with n_envs > 1: async steps the copies in subprocesses, sync in this one",
+                          "str", ("async", "sync"))
     replay_compression: str = _param(
         "none", "stacked frames kept as lossless LZ4 blocks: about 1.7 KB instead of 7.2 KB per Atari transition",
         "str", ("none", "lz4"),
@@ -101,6 +104,7 @@ class DQNConfig:
             (0 <= self.exploration_final_eps <= 1, "exploration_final_eps must be in [0, 1]"),
             (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
             (self.frame_stack >= 1, "frame_stack must be >= 1"),
+            (self.n_envs >= 1, "n_envs must be >= 1"),
             (self.net_arch is None or all(n >= 1 for n in self.net_arch), "net_arch sizes must be >= 1"),
             (self.atari_crop is None or (len(self.atari_crop) == 4 and min(self.atari_crop) >= 0),
              "atari_crop must be four numbers >= 0: top, bottom, left, right"),
@@ -193,7 +197,6 @@ _RLZOO_IGNORED = {
     "replay_buffer_class": "qzoo has one replay memory",
     "replay_buffer_kwargs": "qzoo has one replay memory",
     "normalize": "observation normalisation is not part of DQN",
-    "n_envs": "qzoo steps one environment",
     "vec_env_wrapper": "qzoo steps one environment",
     "callback": "callbacks are not configurable from YAML",
     "monitor_kwargs": "qzoo records episodes itself",

@@ -31,8 +31,9 @@ from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
 from qzoo.losses import q_loss, soft_update, td_target
 from qzoo.networks import build_q_network, choose_network, weights_sha256
-from qzoo.periodic import after_env_step, evaluate_agent
+from qzoo.periodic import after_env_step, crossings, evaluate_agent
 from qzoo.schedules import linear_schedule
+from qzoo.vector import final_observations, finished_episodes, make_vector_env
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
@@ -100,11 +101,15 @@ class DQN:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
-        self.env = self.make_env(training=True)
-        self.env.action_space.seed(config.seed)
-        space = self.env.observation_space
+        if config.n_envs > 1:
+            self.env = make_vector_env(make_env, config.n_envs, config.vec_env == "async", env_id=env_id,
+                                       options=self._env_options(), training=True)
+            space, actions = self.env.single_observation_space, self.env.single_action_space
+        else:
+            self.env = self.make_env(training=True)
+            space, actions = self.env.observation_space, self.env.action_space
         self.obs_shape, self.obs_dtype = tuple(space.shape), space.dtype
-        self.n_actions = int(self.env.action_space.n)
+        self.n_actions = int(actions.n)
         self.network_kind = choose_network(self.obs_shape, self.obs_dtype, config.network)
         self.q_net = build_q_network(self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch)
         self.q_net.to(self.device)
@@ -124,11 +129,13 @@ class DQN:
 
     # ------------------------------------------------------------------------------ construction
 
+    def _env_options(self) -> EnvOptions:
+        c = self.config
+        return EnvOptions(c.frame_stack, c.atari_protocol, c.atari_crop, c.env_kwargs)
+
     def make_env(self, training: bool, render_mode: str | None = None):
         """This agent's env: for training (clipped rewards, life-loss episodes on Atari) or evaluation."""
-        c = self.config
-        options = EnvOptions(c.frame_stack, c.atari_protocol, c.atari_crop, c.env_kwargs)
-        return make_env(self.env_id, options, training=training, render_mode=render_mode)
+        return make_env(self.env_id, self._env_options(), training=training, render_mode=render_mode)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = self.q_net.parameters()
@@ -160,7 +167,8 @@ class DQN:
     def buffer(self) -> ReplayBuffer:
         if self._buffer is None:
             self._buffer = ReplayBuffer(
-                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, seed=self.config.seed,
+                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, self.config.n_envs,
+                seed=self.config.seed,
                 compress=self.config.replay_compression == "lz4",
             )
         return self._buffer
@@ -202,6 +210,47 @@ class DQN:
         if self.rng.random() < epsilon:
             return int(self.rng.integers(self.n_actions))  # no forward pass needed
         return self.greedy_action(obs)
+
+    def _act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy for each env copy; one forward pass for the copies that act greedily."""
+        explore = self.rng.random(len(obs)) < epsilon
+        actions = self.rng.integers(self.n_actions, size=len(obs))
+        if not explore.all():
+            actions[~explore] = self.q_values(obs[~explore]).argmax(axis=1)
+        return actions
+
+    def _collect(self, epsilon: float, recorder: Recorder | None) -> int:
+        """Act in the env, store the transition(s) in replay memory; returns the env steps taken."""
+        if self.config.n_envs > 1:
+            return self._collect_vector(epsilon, recorder)
+        action = self._act(self._obs, epsilon)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated)
+        self._obs = next_obs
+        self.num_timesteps += 1
+        if terminated or truncated:
+            self._obs, _ = self.env.reset()
+        if "episode" in info:  # a real game ended (not only a life): its unclipped score
+            self._end_episode(recorder, float(info["episode"]["r"]), int(info["episode"]["l"]))
+        return 1
+
+    def _collect_vector(self, epsilon: float, recorder: Recorder | None) -> int:
+        actions = self._act_batch(self._obs, epsilon)
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        true_next = final_observations(next_obs, info)  # the copies that reset show their final obs here
+        for i in range(len(actions)):
+            self.buffer.add(self._obs[i], int(actions[i]), float(rewards[i]), true_next[i], bool(terminated[i]),
+                            bool(truncated[i]), env_index=i)
+        self._obs = next_obs
+        self.num_timesteps += len(actions)
+        for _, episode_return, length in finished_episodes(info):
+            self._end_episode(recorder, episode_return, length)
+        return len(actions)
+
+    def _end_episode(self, recorder: Recorder | None, episode_return: float, length: int) -> None:
+        self.num_episodes += 1
+        if recorder:
+            recorder.on_episode(self, episode_return, length)
 
     # ---------------------------------------------------------------------------------- learning
 
@@ -248,31 +297,21 @@ class DQN:
         self.horizon = horizon
         gradient_steps = c.train_freq if c.gradient_steps == -1 else c.gradient_steps
         if self._obs is None:
-            self._obs, _ = self.env.reset(seed=c.seed)
+            seeds = [c.seed + i for i in range(c.n_envs)] if c.n_envs > 1 else c.seed
+            self._obs, _ = self.env.reset(seed=seeds)
         losses = self._pending_losses
         started, steps_at_start = time.perf_counter(), self.num_timesteps
 
         while self.num_timesteps < horizon:
             epsilon = self.exploration_rate(horizon)
-            action = self._act(self._obs, epsilon)
-            next_obs, reward, terminated, truncated, info = self.env.step(action)
-            self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated)
-            self._obs = next_obs
-            self.num_timesteps += 1
-            if terminated or truncated:
-                self._obs, _ = self.env.reset()
-            if "episode" in info:  # a real game ended (not only a life): its unclipped score
-                self.num_episodes += 1
-                if recorder:
-                    recorder.on_episode(self, float(info["episode"]["r"]), int(info["episode"]["l"]))
-
+            steps = self._collect(epsilon, recorder)  # act epsilon-greedily, store (s, a, r, s') in D
             t = self.num_timesteps
-            if t > c.learning_starts and t % c.train_freq == 0:
-                for _ in range(gradient_steps):
-                    losses.append(self.train_step())
-            if t % c.target_update_interval == 0:
-                soft_update(self.target_net, self.q_net, c.tau)
-            if after_env_step(self, recorder, epsilon, losses, started, steps_at_start):
+            if t > c.learning_starts:
+                for _ in range(crossings(t, steps, c.train_freq) * gradient_steps):
+                    losses.append(self.train_step())  # a gradient step on a minibatch sampled from D
+            if crossings(t, steps, c.target_update_interval):
+                soft_update(self.target_net, self.q_net, c.tau)  # Q_target <- Q every C env steps
+            if after_env_step(self, recorder, epsilon, losses, started, steps_at_start, steps):
                 break
         return self
 

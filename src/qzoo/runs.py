@@ -195,6 +195,11 @@ class RunRecorder:
 
     def on_checkpoint(self, agent) -> None:
         """Everything exact resume needs, with this folder's own state (``qzoo.checkpoint``)."""
+        if getattr(agent.config, "n_envs", 1) > 1:
+            # Env copies live in other processes whose state cannot be saved: keep the model and
+            # optimizer (train --from can start from them), not a resumable checkpoint.
+            agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
+            return
         run_state = {
             "csv_bytes": {name: f.size() for name, f in zip(self.CSV_FILES, (self.episodes, self.train, self.evals))},
             "best_mean": self.best_mean, "best": self.meta.get("best"), "recent": self._recent,

@@ -74,3 +74,28 @@ def test_atari_agent_uses_the_nature_cnn_and_compact_replay():
     q = agent.q_values(np.zeros((4, 84, 84), dtype=np.uint8))
     assert q.shape == (6,)
     assert agent.replay_bytes() / 1000 < 7300
+
+
+def test_device_auto_picks_cuda_only_where_there_is_one(monkeypatch):
+    from qzoo.dqn import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(QzooError, match="no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_precision_auto_is_bfloat16_for_the_cnn_on_native_hardware_only(monkeypatch):
+    from qzoo.dqn import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, "mlp") is None
+    assert resolve_precision("float32", cpu, "cnn") is None
+    assert resolve_precision("bfloat16", cpu, "mlp") is torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_precision("auto", cpu, "cnn") is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_precision("auto", cpu, "cnn") is torch.bfloat16

@@ -254,14 +254,21 @@ class DQN:
 
     # ---------------------------------------------------------------------------------- learning
 
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A batch array on the training device. On a GPU: from pinned memory, copied asynchronously,
+        so the copy overlaps the work queued before it; on the CPU: the numpy memory itself, no copy."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
     def train_step(self) -> float:
         """One gradient step on a uniform minibatch; returns the loss."""
         c = self.config
         batch = self.buffer.sample(c.batch_size)
-        to = lambda a, dtype=None: torch.as_tensor(a, device=self.device, dtype=dtype)  # noqa: E731
-        obs, next_obs = to(batch.obs), to(batch.next_obs)
-        actions = to(batch.actions, torch.long)
-        rewards, terminated = to(batch.rewards), to(batch.terminated)
+        obs, next_obs = self._to_device(batch.obs), self._to_device(batch.next_obs)
+        actions = self._to_device(batch.actions).long()
+        rewards, terminated = self._to_device(batch.rewards), self._to_device(batch.terminated)
 
         with self._autocast():
             with torch.no_grad():

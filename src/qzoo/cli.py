@@ -342,11 +342,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
         _print({algo: {"presets": cfg.builtin_presets(algo), "defaults": cfg.SCHEMAS[algo]().to_dict()}
                 for algo in ALGOS}, True)
         return 0
+    shown_defaults: set[type] = set()
     for algo in ALGOS:
         schema = cfg.SCHEMAS[algo]
-        print(f"--algo {algo}: presets (lookup: family -> env id -> env id[env_kwargs]):")
+        bases = "".join(f"{base}'s presets, then " for base in cfg.PRESET_BASES.get(algo, ()))
+        print(f"--algo {algo}: presets (lookup: {bases}default -> family -> env id -> env id[env_kwargs]):")
         for key, values in cfg.builtin_presets(algo).items():
-            print(f"  {key:36s} n_timesteps={int(values.get('n_timesteps', schema().n_timesteps)):,}")
+            steps = f"n_timesteps={int(values['n_timesteps']):,}" if "n_timesteps" in values else ""
+            print(f"  {key:36s} {steps}".rstrip())
+        if schema in shown_defaults:  # rainbow and der: the DQN agent's hyperparameters, listed once
+            print()
+            continue
+        shown_defaults.add(schema)
         print(f"--algo {algo}: hyperparameters (defaults):")
         for name, default, help in cfg.describe_fields(schema):
             print(f"  {name:26s} {str(default):10s} {help}")

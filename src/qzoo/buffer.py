@@ -322,9 +322,11 @@ class ReplayBuffer:
             ready = [waiting.pop(0)]
         else:
             ready = []
-        self.tree.update(np.array([row]), np.zeros(1))  # an overwritten row loses its old priority
-        if ready:
-            self.tree.update(np.array(ready), np.full(len(ready), self.tree.max_priority))
+        # One update: the new row's priority (0 while it waits: an overwritten row loses its old one), then the
+        # ready rows' max priority (numpy's fancy assignment keeps the last of a repeated index).
+        rows = np.array([row, *ready], dtype=np.int64)
+        priorities = np.array([0.0, *[self.tree.max_priority] * len(ready)])
+        self.tree.update(rows, priorities)
 
     def update_priorities(self, rows: np.ndarray, td_errors: np.ndarray) -> None:
         """p_i = (|delta_i| + eps)^alpha for the rows of the last batch (Schaul et al. 2016, Algorithm 1, line 12)."""

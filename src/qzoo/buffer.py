@@ -218,7 +218,8 @@ class ReplayBuffer:
             raise ValueError(f"capacity {capacity} is too small for {n_envs} streams of {n_step}-step windows")
         self.n_step, self.gamma = n_step, gamma
         self.alpha, self.priority_eps = alpha, priority_eps
-        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs, self.compress, n_step, prioritized)
+        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs, self.compress, n_step,
+                                   prioritized)
         check_fits(self.nbytes)
         self.frame_capacity = frame_ring_size(capacity, stack, n_envs)
         store = CompressedFrames if self.compress else ArrayFrames
@@ -440,7 +441,9 @@ class ReplayBuffer:
         frame_names = ("frames", "frame_blocks", "frame_block_lengths")
         if set(arrays) & set(frame_names) != set(self.frames.state(0)):
             raise ValueError("the saved replay memory was made with another replay_compression")
-        if ("successor" in arrays) != (self.successor is not None) or ("priorities" in arrays) != (self.tree is not None):
+        made_alike = ("successor" in arrays) == (self.successor is not None) and (
+            ("priorities" in arrays) == (self.tree is not None))
+        if not made_alike:
             raise ValueError("the saved replay memory was made with another n_step or prioritized_replay")
         self.frames.restore({k: v for k, v in arrays.items() if k in frame_names})
         if self.tree is not None:

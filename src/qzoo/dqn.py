@@ -35,9 +35,9 @@ from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
 from qzoo.networks import FRAME_NETWORKS, QNetwork, build_q_network, choose_network, weights_sha256
-from qzoo.sumtree import beta_schedule
 from qzoo.periodic import after_env_step, evaluate_agent
 from qzoo.schedules import linear_schedule
+from qzoo.sumtree import beta_schedule
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
@@ -171,8 +171,8 @@ class DQN:
         for ``qzoo info`` and run.json.
         """
         c = self.config
-        on = [name for name, active in (("dueling", c.dueling), ("noisy", c.noisy), ("prioritized", c.prioritized_replay))
-              if active]
+        switches = (("dueling", c.dueling), ("noisy", c.noisy), ("prioritized", c.prioritized_replay))
+        on = [name for name, active in switches if active]
         on += [c.distributional] if c.distributional != "none" else []
         on += [f"n_step={c.n_step}"] if c.n_step > 1 else []
         if c.double_q and len(on) == 5:
@@ -181,8 +181,9 @@ class DQN:
 
     def describe(self) -> dict[str, Any]:
         replay = self.replay_bytes()
-        return {"variant": self.variant, "network": self.network_kind, "obs_shape": list(self.obs_shape), "n_actions": self.n_actions,
-                "replay_bytes": replay, "replay_bytes_per_transition": replay / self.config.buffer_size}
+        return {"variant": self.variant, "network": self.network_kind, "obs_shape": list(self.obs_shape),
+                "n_actions": self.n_actions, "replay_bytes": replay,
+                "replay_bytes_per_transition": replay / self.config.buffer_size}
 
     @property
     def buffer(self) -> ReplayBuffer:
@@ -191,7 +192,8 @@ class DQN:
             self._buffer = ReplayBuffer(
                 c.buffer_size, self.obs_shape, self.obs_dtype, self.stack, seed=c.seed,
                 compress=c.replay_compression == "lz4", n_step=c.n_step, gamma=c.gamma,
-                prioritized=c.prioritized_replay, alpha=c.prioritized_replay_alpha, priority_eps=c.prioritized_replay_eps,
+                prioritized=c.prioritized_replay, alpha=c.prioritized_replay_alpha,
+                priority_eps=c.prioritized_replay_eps,
             )
         return self._buffer
 

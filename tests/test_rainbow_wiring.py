@@ -58,6 +58,7 @@ def test_adam_eps_reaches_the_optimizer():
     ({"distributional": "c51", "v_min": 5.0, "v_max": 5.0}, "v_min < v_max"),
     ({"distributional": "c51", "n_atoms": 1}, "n_atoms >= 2"),
     ({"n_step": 5, "buffer_size": 5}, "buffer_size must be > n_step"),
+    ({"n_step": 5, "learning_starts": 3}, "learning_starts must be >= n_step - 1"),
 ])
 def test_inconsistent_switches_are_one_clear_error(values, message):
     with pytest.raises(QzooError, match=message):
@@ -127,6 +128,16 @@ def test_n_step_windows_follow_their_own_stream_when_streams_interleave():
     first = batch.actions.astype(np.float32)
     np.testing.assert_allclose(batch.rewards, first + 0.5 * (first + 1))
     assert set(batch.actions.tolist()) == {0, 1, 2, 3, 4, 100, 101, 102, 103, 104}
+
+
+def test_a_memory_without_a_complete_n_step_window_refuses_to_sample_instead_of_looping():
+    for prioritized in (False, True):
+        buffer = ReplayBuffer(16, (1,), np.float32, n_step=3, prioritized=prioritized, seed=0)
+        scripted(buffer, [1, 1], {})
+        with pytest.raises(ValueError):
+            buffer.sample(4)
+        scripted(buffer, [1], {})
+        assert buffer.sample(4).actions.tolist() == [0, 0, 0, 0]
 
 
 def test_one_step_memory_samples_as_before():

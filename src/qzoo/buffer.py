@@ -379,6 +379,8 @@ class ReplayBuffer:
                 invalid = ~self._valid(rows)
             weights = importance_weights(probabilities, size, beta)
         else:
+            if self.n_step > 1 and size <= self.n_step * self.n_envs and not self._usable(np.arange(size)).any():
+                raise ValueError("no transition has a complete n-step window yet")  # else the loop below never ends
             rows = self.rng.integers(0, size, batch_size)
             invalid = ~self._usable(rows)
             while invalid.any():  # rare: after a run of very short episodes, or a stream's newest n - 1 rows

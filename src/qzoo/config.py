@@ -151,11 +151,13 @@ class DQNConfig:
 
     def check_combination(self) -> None:
         """Rules between keys, checked when an agent is built (a saved config.yml of any single valid values
-        still loads): C51's support and atoms, and a memory larger than an n-step window."""
+        still loads): C51's support and atoms, and a memory larger than an n-step window, filled with one before learning."""
         checks = [
             (self.distributional != "c51" or self.n_atoms >= 2, "distributional c51 needs n_atoms >= 2"),
             (self.distributional != "c51" or self.v_min < self.v_max, "distributional c51 needs v_min < v_max"),
             (self.n_step == 1 or self.buffer_size > self.n_step, "buffer_size must be > n_step"),
+            # The first gradient step needs a complete n-step window in the memory.
+            (self.learning_starts >= self.n_step - 1, "learning_starts must be >= n_step - 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,11 +7,13 @@ from typing import Any
 
 from qzoo.errors import QzooError
 
-ALGOS = ("dqn", "qlearning")
+ALGOS = ("dqn", "rainbow", "der", "qlearning")
 
 
 def agent_class(algo: str):
-    if algo == "dqn":
+    """The class that trains ``algo``. ``rainbow`` and ``der`` (data-efficient Rainbow) are the DQN agent with the
+    switches of presets/rainbow.yml and presets/der.yml: one agent, presets apart."""
+    if algo in ("dqn", "rainbow", "der"):
         from qzoo.dqn import DQN
 
         return DQN

@@ -25,6 +25,19 @@ is then a list of ``bytes``, and its size depends on the game (``nbytes_used`` m
 
 ``terminated`` and ``truncated`` stay separate: a time-limit truncation is not a terminal, and the
 TD target bootstraps through it (Pardo et al. 2018, "Time Limits in Reinforcement Learning").
+
+n-step returns (``n_step > 1``) are computed at sample time from the 1-step rows, so the memory is the
+same for every n. Each row records ``successor``, the row of the same stream's next transition (-1 until
+it is written), so a window follows its own stream even when ``n_envs`` streams interleave; the ring
+overwrites rows oldest first, so a live row's successors are live too. A window is usable once it holds
+n rows or ends on a termination or truncation (``qzoo.losses.n_step_returns`` stops there); the newest
+rows of a stream wait. Cost: 8 more bytes per transition.
+
+Prioritised replay (``prioritized=True``, Schaul et al. 2016): a ``SumTree`` over the transition rows,
+16 bytes per row (capacity rounded up to a power of two). A row enters with priority 0 and gets the
+largest priority seen so far once its n-step window is complete; ``update_priorities`` sets
+(|delta| + eps)^alpha after a gradient step. Sampling is O(B log N). Rows the frame ring can no longer
+rebuild (``_valid``) are set to 0 when drawn, and redrawn.
 """
 
 from __future__ import annotations
@@ -34,12 +47,20 @@ from typing import NamedTuple
 import numpy as np
 
 from qzoo.errors import QzooError
+from qzoo.losses import n_step_returns
+from qzoo.sumtree import SumTree, importance_weights, proportional_priorities
 
 _INDEX_DTYPE = np.int64  # absolute frame numbers: they never wrap, which makes validity a comparison
 
 
 class ReplayBatch(NamedTuple):
-    """A uniform minibatch; shapes (B, *obs_shape), (B,), (B,), (B, *obs_shape), (B,), (B,)."""
+    """A minibatch; shapes (B, *obs_shape), (B,), (B,), (B, *obs_shape), (B,), (B,), then optional (B,) each.
+
+    With ``n_step > 1``, ``rewards`` are the n-step returns sum_{j<k} gamma^j r_{t+j}, ``next_obs`` is s_{t+k},
+    ``terminated`` / ``truncated`` say how the window ended and ``discounts`` is gamma^k, or 0 after a
+    termination (``qzoo.losses.n_step_returns``); it is None for 1-step batches. ``rows`` are the
+    transition rows sampled and ``weights`` the importance-sampling weights (prioritised replay only).
+    """
 
     obs: np.ndarray
     actions: np.ndarray
@@ -47,6 +68,9 @@ class ReplayBatch(NamedTuple):
     next_obs: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    discounts: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 def frame_ring_size(capacity: int, stack: int, n_envs: int = 1) -> int:
@@ -62,13 +86,18 @@ COMPRESSED_FRAME_ESTIMATE = 1_700
 
 
 def replay_bytes(capacity: int, frame_shape: tuple[int, ...], frame_dtype, stack: int, n_envs: int = 1,
-                 compress: bool = False) -> int:
+                 compress: bool = False, n_step: int = 1, prioritized: bool = False) -> int:
     """Bytes the buffer will take, computed before allocating anything (an estimate when compressed)."""
     frame_bytes = int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize
     if compress:
         frame_bytes = min(frame_bytes, COMPRESSED_FRAME_ESTIMATE)
     per_transition = (stack + 1) * np.dtype(_INDEX_DTYPE).itemsize + 4 + 4 + 1 + 1  # frame numbers, action, reward, flags
-    return frame_ring_size(capacity, stack, n_envs) * frame_bytes + capacity * per_transition
+    extra = 0
+    if n_step > 1:
+        extra += capacity * np.dtype(_INDEX_DTYPE).itemsize  # successor rows
+    if prioritized:
+        extra += 2 * (1 << max(0, (capacity - 1).bit_length())) * 8  # the sum tree, float64
+    return frame_ring_size(capacity, stack, n_envs) * frame_bytes + capacity * per_transition + extra
 
 
 class ArrayFrames:
@@ -171,6 +200,11 @@ class ReplayBuffer:
         n_envs: int = 1,
         seed: int | None = None,
         compress: bool = False,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        prioritized: bool = False,
+        alpha: float = 0.5,
+        priority_eps: float = 1e-6,
     ):
         if stack > 1 and (len(obs_shape) < 1 or obs_shape[0] != stack):
             raise ValueError(f"stacked observations must have shape ({stack}, ...), got {obs_shape}")
@@ -180,7 +214,12 @@ class ReplayBuffer:
         self.obs_shape = tuple(obs_shape)
         self.frame_shape = self.obs_shape[1:] if stack > 1 else self.obs_shape
         self.compress = compress and stack > 1  # vectors are too small to gain from it
-        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs, self.compress)
+        if n_step > 1 and capacity <= n_step * n_envs:
+            raise ValueError(f"capacity {capacity} is too small for {n_envs} streams of {n_step}-step windows")
+        self.n_step, self.gamma = n_step, gamma
+        self.alpha, self.priority_eps = alpha, priority_eps
+        self.nbytes = replay_bytes(capacity, self.frame_shape, obs_dtype, stack, n_envs, self.compress, n_step,
+                                   prioritized)
         check_fits(self.nbytes)
         self.frame_capacity = frame_ring_size(capacity, stack, n_envs)
         store = CompressedFrames if self.compress else ArrayFrames
@@ -191,6 +230,12 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.bool_)
         self.truncated = np.zeros(capacity, dtype=np.bool_)
+        # n-step: the row of the same stream's next transition, -1 until written.
+        self.successor = np.full(capacity, -1, dtype=_INDEX_DTYPE) if n_step > 1 else None
+        self._last_row: list[int] = [-1] * n_envs  # each stream's newest row (n-step links)
+        self.tree = SumTree(capacity) if prioritized else None
+        # Prioritised: each stream's newest rows whose n-step window is not complete yet (priority 0 meanwhile).
+        self._waiting: list[list[int]] = [[] for _ in range(n_envs)]
         self.frames_written = 0  # absolute count: frame number n lives at frames[n % frame_capacity]
         self.pos = 0  # next transition row to write
         self.full = False
@@ -252,6 +297,14 @@ class ReplayBuffer:
         self.rewards[row] = reward
         self.terminated[row] = terminated
         self.truncated[row] = truncated
+        if self.successor is not None:
+            self.successor[row] = -1
+            last = self._last_row[env_index]
+            if last >= 0:
+                self.successor[last] = row
+            self._last_row[env_index] = -1 if terminated or truncated else row
+        if self.tree is not None:
+            self._admit(row, env_index, terminated or truncated)
         self.pos = (self.pos + 1) % self.capacity
         self.full = self.full or self.pos == 0
         if terminated or truncated:
@@ -259,32 +312,102 @@ class ReplayBuffer:
         else:
             self._current[env_index] = np.append(current[1:], newest)
 
+    def _admit(self, row: int, env_index: int, episode_end: bool) -> None:
+        """Prioritised: rows wait at priority 0 until their n-step window is complete, then get the max
+        priority seen so far (Schaul et al. 2016, Algorithm 1, line 6: every transition is replayed once)."""
+        waiting = self._waiting[env_index]
+        waiting.append(row)
+        if episode_end:  # every waiting window ends here
+            ready, waiting[:] = list(waiting), []
+        elif len(waiting) == self.n_step:  # the oldest waiting row now has its n rows
+            ready = [waiting.pop(0)]
+        else:
+            ready = []
+        # One update: the new row's priority (0 while it waits: an overwritten row loses its old one), then the
+        # ready rows' max priority (numpy's fancy assignment keeps the last of a repeated index).
+        rows = np.array([row, *ready], dtype=np.int64)
+        priorities = np.array([0.0, *[self.tree.max_priority] * len(ready)])
+        self.tree.update(rows, priorities)
+
+    def update_priorities(self, rows: np.ndarray, td_errors: np.ndarray) -> None:
+        """p_i = (|delta_i| + eps)^alpha for the rows of the last batch (Schaul et al. 2016, Algorithm 1, line 12)."""
+        self.tree.update(rows, proportional_priorities(td_errors, self.alpha, self.priority_eps))
+
+    def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The n rows of each row's n-step window (B, n), and whether each window is usable (B,).
+
+        Row j + 1 is the successor of row j in the same stream; a missing successor (-1) is fine once the
+        window has ended on a termination or truncation before it.
+        """
+        window = np.empty((len(rows), self.n_step), dtype=_INDEX_DTYPE)
+        window[:, 0] = rows
+        present = np.ones(len(rows), dtype=bool)  # every row so far was written
+        ended = np.zeros(len(rows), dtype=bool)  # an episode end seen among rows 0..j-1
+        usable = np.ones(len(rows), dtype=bool)
+        for j in range(1, self.n_step):
+            previous = window[:, j - 1]
+            ended |= self.terminated[previous] | self.truncated[previous]
+            nxt = self.successor[previous]
+            usable &= ended | (nxt >= 0) | ~present
+            present &= nxt >= 0
+            window[:, j] = np.where(nxt >= 0, nxt, previous)  # past the end: any live row, ignored
+        return window, usable
+
     def _valid(self, rows: np.ndarray) -> np.ndarray:
         """Rows whose frames are all still in the frame ring."""
         oldest_kept = self.frames_written - self.frame_capacity
         return self.obs_frames[rows, 0] >= oldest_kept
 
-    def sample(self, batch_size: int) -> ReplayBatch:
-        """A uniform minibatch of usable transitions."""
+    def _usable(self, rows: np.ndarray) -> np.ndarray:
+        usable = self._valid(rows)
+        if self.n_step > 1:
+            usable &= self._window(rows)[1]
+        return usable
+
+    def sample(self, batch_size: int, beta: float = 1.0) -> ReplayBatch:
+        """A minibatch of usable transitions: uniform, or proportional to priority with IS weights of exponent ``beta``."""
         size = len(self)
         if size == 0:
             raise ValueError("cannot sample from an empty replay memory")
-        rows = self.rng.integers(0, size, batch_size)
-        invalid = ~self._valid(rows)
-        while invalid.any():  # rare: only after a run of very short episodes
-            rows[invalid] = self.rng.integers(0, size, int(invalid.sum()))
+        weights = None
+        if self.tree is not None:
+            rows, probabilities = self.tree.sample(batch_size, self.rng)
             invalid = ~self._valid(rows)
+            while invalid.any():  # frames overwritten (very short episodes): never draw these rows again
+                self.tree.update(rows[invalid], np.zeros(int(invalid.sum())))
+                rows, probabilities = self.tree.sample(batch_size, self.rng)
+                invalid = ~self._valid(rows)
+            weights = importance_weights(probabilities, size, beta)
+        else:
+            if self.n_step > 1 and size <= self.n_step * self.n_envs and not self._usable(np.arange(size)).any():
+                raise ValueError("no transition has a complete n-step window yet")  # else the loop below never ends
+            rows = self.rng.integers(0, size, batch_size)
+            invalid = ~self._usable(rows)
+            while invalid.any():  # rare: after a run of very short episodes, or a stream's newest n - 1 rows
+                rows[invalid] = self.rng.integers(0, size, int(invalid.sum()))
+                invalid = ~self._usable(rows)
+        discounts = None
+        rewards, terminated, truncated, last = self.rewards[rows], self.terminated[rows], self.truncated[rows], rows
+        if self.n_step > 1:
+            window, _ = self._window(rows)
+            rewards, discounts, offset = n_step_returns(self.rewards[window], self.terminated[window],
+                                                        self.truncated[window], self.gamma)
+            last = window[np.arange(len(rows)), offset]  # s_{t+k} is this row's next_obs
+            terminated, truncated = self.terminated[last], self.truncated[last]
         obs_numbers = self.obs_frames[rows]
-        next_numbers = np.concatenate([obs_numbers[:, 1:], self.next_frame[rows, None]], axis=1)
+        next_numbers = np.concatenate([self.obs_frames[last, 1:], self.next_frame[last, None]], axis=1)
         if self.stack == 1:
             obs_numbers, next_numbers = obs_numbers[:, 0], next_numbers[:, 0]
         return ReplayBatch(
             obs=self.frames.get(obs_numbers % self.frame_capacity),
             actions=self.actions[rows],
-            rewards=self.rewards[rows],
+            rewards=rewards,
             next_obs=self.frames.get(next_numbers % self.frame_capacity),
-            terminated=self.terminated[rows],
-            truncated=self.truncated[rows],
+            terminated=terminated,
+            truncated=truncated,
+            discounts=discounts,
+            rows=rows if self.tree is not None else None,
+            weights=weights,
         )
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -303,6 +426,13 @@ class ReplayBuffer:
         numbers = {"capacity": self.capacity, "stack": self.stack, "frames_written": self.frames_written,
                    "pos": self.pos, "full": self.full, "rng": self.rng.bit_generator.state,
                    "current": [None if c is None else c.tolist() for c in self._current]}
+        if self.successor is not None:
+            arrays["successor"] = self.successor[:rows]
+            numbers["last_row"] = list(self._last_row)
+        if self.tree is not None:
+            arrays["priorities"] = self.tree.get(np.arange(rows))
+            numbers["max_priority"] = self.tree.max_priority
+            numbers["waiting"] = [list(w) for w in self._waiting]
         return numbers, arrays
 
     def restore(self, numbers: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -313,9 +443,20 @@ class ReplayBuffer:
         frame_names = ("frames", "frame_blocks", "frame_block_lengths")
         if set(arrays) & set(frame_names) != set(self.frames.state(0)):
             raise ValueError("the saved replay memory was made with another replay_compression")
+        made_alike = ("successor" in arrays) == (self.successor is not None) and (
+            ("priorities" in arrays) == (self.tree is not None))
+        if not made_alike:
+            raise ValueError("the saved replay memory was made with another n_step or prioritized_replay")
         self.frames.restore({k: v for k, v in arrays.items() if k in frame_names})
+        if self.tree is not None:
+            priorities = arrays["priorities"]
+            self.tree.update(np.arange(len(priorities)), priorities)
+            self.tree.max_priority = float(numbers["max_priority"])
+            self._waiting = [list(w) for w in numbers["waiting"]]
+        if self.successor is not None:
+            self._last_row = [int(r) for r in numbers["last_row"]]
         for name, saved in arrays.items():
-            if name in frame_names:
+            if name in frame_names or name == "priorities":
                 continue
             target = getattr(self, name)
             if saved.dtype != target.dtype or saved.shape[1:] != target.shape[1:] or len(saved) > len(target):

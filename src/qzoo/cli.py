@@ -33,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
     train.add_argument("--from", dest="source", metavar="DIR_OR_HUB_ID",
                        help="start from the weights and hyperparameters of a run, a pushed folder or a Hub repo")
-    train.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"],
-                       help="dqn (default), or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
+    train.add_argument("--algo", default="dqn", choices=["dqn", "rainbow", "der", "qlearning"],
+                       help="dqn (default); rainbow: DQN with every Rainbow switch on (Hessel 2018 presets); "
+                       "der: data-efficient Rainbow for Atari 100k (van Hasselt 2019); "
+                       "or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
     train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
     train.add_argument("--seed", type=int, help="random seed (sets seed; default 0)")
     train.add_argument("--run-dir", help="run folder to write (default: runs/<algo>-<env>-s<seed>-<time>)")
@@ -157,7 +159,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     elif not args.env:
         raise QzooError("the following arguments are required: --env (or --resume RUN_DIR, or --from)")
     overrides = cfg.parse_assignments(args.set, "--set")
-    if args.deterministic and args.algo == "dqn":  # a Q-table run is exact already
+    if args.deterministic and args.algo != "qlearning":  # a Q-table run is exact already
         overrides = {"device": "cpu", "torch_threads": 1, **overrides, "deterministic": True}
     if args.steps is not None:
         overrides["n_timesteps"] = args.steps
@@ -333,14 +335,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if Path(args.run).is_dir() else None
     meta = read_meta(run_dir) if run_dir else {}
     report = {
-        "env_id": agent.env_id, "algo": agent.algo, "steps": agent.num_timesteps, "episodes": agent.num_episodes,
+        "env_id": agent.env_id, "algo": agent.algo, "variant": getattr(agent, "variant", agent.algo),
+        "steps": agent.num_timesteps, "episodes": agent.num_episodes,
         "weights_sha256": agent.weights_sha256(), "model": str(path), "status": meta.get("status"),
         "best": meta.get("best"), "config": agent.config.to_dict(),
     }
     if args.json:
         _print(report, True)
     else:
-        for key in ("env_id", "algo", "steps", "episodes", "status", "best", "weights_sha256", "model"):
+        for key in ("env_id", "algo", "variant", "steps", "episodes", "status", "best", "weights_sha256", "model"):
             print(f"{key}: {report[key]}")
     return 0
 
@@ -353,11 +356,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
         _print({algo: {"presets": cfg.builtin_presets(algo), "defaults": cfg.SCHEMAS[algo]().to_dict()}
                 for algo in ALGOS}, True)
         return 0
+    shown_defaults: set[type] = set()
     for algo in ALGOS:
         schema = cfg.SCHEMAS[algo]
-        print(f"--algo {algo}: presets (lookup: family -> env id -> env id[env_kwargs]):")
+        bases = "".join(f"{base}'s presets, then " for base in cfg.PRESET_BASES.get(algo, ()))
+        print(f"--algo {algo}: presets (lookup: {bases}default -> family -> env id -> env id[env_kwargs]):")
         for key, values in cfg.builtin_presets(algo).items():
-            print(f"  {key:36s} n_timesteps={int(values.get('n_timesteps', schema().n_timesteps)):,}")
+            steps = f"n_timesteps={int(values['n_timesteps']):,}" if "n_timesteps" in values else ""
+            print(f"  {key:36s} {steps}".rstrip())
+        if schema in shown_defaults:  # rainbow and der: the DQN agent's hyperparameters, listed once
+            print()
+            continue
+        shown_defaults.add(schema)
         print(f"--algo {algo}: hyperparameters (defaults):")
         for name, default, help in cfg.describe_fields(schema):
             print(f"  {name:26s} {str(default):10s} {help}")

@@ -50,7 +50,10 @@ class DQNConfig:
     double_q: bool = _param(True, "Double DQN target (van Hasselt et al. 2016)", "bool")
     loss: str = _param("huber", "TD loss", "str", ("huber", "mse"))
     optimizer: str = _param("adam", "optimizer (rmsprop uses Mnih 2015's alpha=0.95, eps=0.01)", "str", ("adam", "rmsprop"))
-    network: str = _param("auto", "Q-network: cnn for stacked frames, mlp for vectors, auto picks", "str", ("auto", "mlp", "cnn"))
+    network: str = _param(
+        "auto", "Q-network: cnn for stacked frames, mlp for vectors, auto picks; de_cnn is data-efficient Rainbow's "
+        "two-layer CNN (van Hasselt 2019)", "str", ("auto", "mlp", "cnn", "de_cnn"),
+    )
     net_arch: tuple[int, ...] | None = _param(
         None, "hidden layer sizes: MLP layers (default 64,64) or CNN fully connected layers (default 512)", "ints?"
     )
@@ -86,6 +89,28 @@ class DQNConfig:
     deterministic: bool = _param(
         False, "bit-exact runs: torch deterministic algorithms; needs device cpu and torch_threads >= 1", "bool"
     )
+    # Rainbow switches (Hessel et al. 2018); the defaults give plain (Double) DQN. See docs/rainbow.md.
+    dueling: bool = _param(False, "dueling value and advantage streams (Wang et al. 2016)", "bool")
+    noisy: bool = _param(
+        False, "NoisyNet layers in the head (Fortunato et al. 2018); exploration by noise, epsilon forced to 0", "bool"
+    )
+    noisy_sigma0: float = _param(0.5, "NoisyNet initial noise scale sigma0 (Fortunato 2018: 0.5)", "float")
+    distributional: str = _param(
+        "none", "return distribution: c51 (Bellemare et al. 2017) or qr, quantile regression (Dabney et al. 2018)",
+        "str", ("none", "c51", "qr"),
+    )
+    n_atoms: int = _param(51, "atoms of c51 or quantiles of qr (Bellemare 2017: 51; Dabney 2018: 200)", "int")
+    v_min: float = _param(-10.0, "c51 support's lowest return (Bellemare 2017: -10)", "float")
+    v_max: float = _param(10.0, "c51 support's highest return (Bellemare 2017: 10)", "float")
+    n_step: int = _param(1, "transitions summed into the return before bootstrapping (Hessel 2018: 3)", "int")
+    prioritized_replay: bool = _param(False, "proportional prioritised replay (Schaul et al. 2016)", "bool")
+    prioritized_replay_alpha: float = _param(0.5, "priority exponent alpha (Hessel 2018: 0.5)", "float")
+    prioritized_replay_beta0: float = _param(
+        0.4, "importance-sampling exponent at the start, annealed linearly to 1 over n_timesteps (Hessel 2018: 0.4)",
+        "float",
+    )
+    prioritized_replay_eps: float = _param(1e-6, "added to |TD error| so that no priority is 0", "float")
+    adam_eps: float = _param(1e-8, "Adam's epsilon (torch default 1e-8; Hessel 2018: 1.5e-4)", "float")
 
     def __post_init__(self) -> None:
         checks = [
@@ -114,8 +139,29 @@ class DQNConfig:
             (self.log_interval >= 1, "log_interval must be >= 1"),
             (self.torch_threads >= 0, "torch_threads must be >= 0"),
             # auto stays allowed so that a saved deterministic run loads for evaluation on any machine.
+            (self.noisy_sigma0 >= 0, "noisy_sigma0 must be >= 0"),
+            (self.n_atoms >= 1, "n_atoms must be >= 1"),
+            (self.n_step >= 1, "n_step must be >= 1"),
+            (self.prioritized_replay_alpha >= 0, "prioritized_replay_alpha must be >= 0"),
+            (0 <= self.prioritized_replay_beta0 <= 1, "prioritized_replay_beta0 must be in [0, 1]"),
+            (self.prioritized_replay_eps > 0, "prioritized_replay_eps must be > 0"),
+            (self.adam_eps > 0, "adam_eps must be > 0"),
             (not self.deterministic or (self.device != "cuda" and self.torch_threads >= 1),
              "deterministic needs device cpu and a fixed torch_threads >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise QzooError(f"invalid config: {message}")
+
+    def check_combination(self) -> None:
+        """Rules between keys, checked when an agent is built (a saved config.yml of any single valid values
+        still loads): C51's support and atoms, and a memory larger than an n-step window, filled with one before learning."""
+        checks = [
+            (self.distributional != "c51" or self.n_atoms >= 2, "distributional c51 needs n_atoms >= 2"),
+            (self.distributional != "c51" or self.v_min < self.v_max, "distributional c51 needs v_min < v_max"),
+            (self.n_step == 1 or self.buffer_size > self.n_step, "buffer_size must be > n_step"),
+            # The first gradient step needs a complete n-step window in the memory.
+            (self.learning_starts >= self.n_step - 1, "learning_starts must be >= n_step - 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -174,7 +220,9 @@ class QLearningConfig:
 
 
 Config = DQNConfig | QLearningConfig
-SCHEMAS: dict[str, type] = {"dqn": DQNConfig, "qlearning": QLearningConfig}
+# rainbow is the DQN agent with the presets of presets/rainbow.yml (every Rainbow switch on).
+# der is data-efficient Rainbow (van Hasselt et al. 2019): presets/der.yml on top of rainbow.yml.
+SCHEMAS: dict[str, type] = {"dqn": DQNConfig, "rainbow": DQNConfig, "der": DQNConfig, "qlearning": QLearningConfig}
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -399,6 +447,11 @@ def load_preset_file(text: str, source: str) -> dict[str, dict[str, Any]]:
     return data
 
 
+# An algorithm's presets hold only what differs from those of the algorithms it builds on.
+PRESET_BASES: dict[str, tuple[str, ...]] = {"rainbow": ("dqn",), "der": ("dqn", "rainbow")}
+DEFAULT_ENTRY = "default"  # a preset file's entry for every env, applied before the family's
+
+
 def builtin_presets(algo: str = "dqn") -> dict[str, dict[str, Any]]:
     text = resources.files("qzoo").joinpath("presets", f"{algo}.yml").read_text()
     return load_preset_file(text, f"presets/{algo}.yml")
@@ -421,9 +474,10 @@ def _variant(key: str) -> tuple[str, dict[str, Any]]:
 
 
 def preset_entries(presets: Mapping[str, Any], env_id: str, family: str | None, env_kwargs: Mapping[str, Any]):
-    """The built-in entries that apply, most general first: family, env id, then env id variants
+    """The built-in entries that apply, most general first: ``default``, family, env id, then env id variants
     (``ENV[key=value,...]``) whose env_kwargs all match the user's."""
-    keys = [family] if family in presets else []
+    keys = [DEFAULT_ENTRY] if DEFAULT_ENTRY in presets else []
+    keys += [family] if family in presets else []
     keys += [env_id] if env_id in presets else []
     variants = []
     for key in presets:
@@ -452,12 +506,14 @@ def resolve(
     notes: list[str] = []
     user_env_kwargs = {**(overrides or {}).get("env_kwargs", {}), **(env_kwargs or {})}
     # Built-in presets layer: each holds only what differs from the one before.
-    entries = preset_entries(builtin_presets(algo), env_id, family, user_env_kwargs) if presets else []
-    for key, entry in entries:
-        translated, extra = translate_rlzoo(entry, f"preset {key}", schema)
-        values.update(validate(translated, f"preset {key}", schema))
-        notes.append(f"preset: {key}")
-        notes += extra
+    # rainbow: dqn.yml's entries for the env first, then rainbow.yml's (PRESET_BASES).
+    for name in [*PRESET_BASES.get(algo, ()), algo] if presets else []:
+        prefix = f"{name} " if name in PRESET_BASES else ""  # notes say "preset: rainbow atari"
+        for key, entry in preset_entries(builtin_presets(name), env_id, family, user_env_kwargs):
+            translated, extra = translate_rlzoo(entry, f"preset {prefix}{key}", schema)
+            values.update(validate(translated, f"preset {prefix}{key}", schema))
+            notes.append(f"preset: {prefix}{key}")
+            notes += extra
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():

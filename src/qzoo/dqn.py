@@ -1,4 +1,5 @@
-"""The DQN agent: Mnih et al. (2015), Algorithm 1, with Double DQN (van Hasselt et al. 2016) as a switch.
+"""The DQN agent: Mnih et al. (2015), Algorithm 1, with Double DQN (van Hasselt et al. 2016) and the Rainbow
+switches (Hessel et al. 2018: dueling, noisy, distributional c51 / qr, n_step, prioritized_replay) as parameters.
 
 ``DQN.learn`` is the whole training loop and reads like the paper's algorithm:
 
@@ -9,6 +10,9 @@
             take gradient steps on loss(Q(s, a), y), y = r + gamma * (1 - terminated) * Q_target(s', a*)
         every target_update_interval steps: Q_target <- Q                                 (fixed Q-targets)
 
+The switches change a few lines each (docs/rainbow.md): the network's head (``build_q_network``), epsilon
+(0 with NoisyNets, whose noise is redrawn before every action and every update), the minibatch (n-step
+returns, prioritised rows and importance weights, from ``ReplayBuffer``) and the loss in ``train_step``.
 Everything counts env steps (agent steps, after frame skip). The maths lives in ``qzoo.losses``; the
 run folder (CSV, TensorBoard, checkpoints) is the caller's ``Recorder``.
 """
@@ -29,10 +33,11 @@ from qzoo.envs import EnvOptions, family, make_env
 from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
-from qzoo.losses import q_loss, soft_update, td_target
-from qzoo.networks import build_q_network, choose_network, weights_sha256
+from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
+from qzoo.networks import FRAME_NETWORKS, QNetwork, build_q_network, choose_network, weights_sha256
 from qzoo.periodic import after_env_step, crossings, evaluate_agent
 from qzoo.schedules import linear_schedule
+from qzoo.sumtree import beta_schedule
 from qzoo.vector import final_observations, finished_episodes, make_vector_env
 
 MODEL_FORMAT = 1
@@ -55,7 +60,7 @@ def resolve_precision(requested: str, device: torch.device, network_kind: str) -
     ``auto`` picks bfloat16 for the CNN where it is native (measured here with AVX512-BF16: the Atari
     gradient step about 2x faster); the small MLPs of classic control gain nothing from it.
     """
-    if requested == "float32" or (requested == "auto" and network_kind != "cnn"):
+    if requested == "float32" or (requested == "auto" and network_kind not in FRAME_NETWORKS):
         return None
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
@@ -91,6 +96,7 @@ class DQN:
             config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters)
         elif hyperparameters:
             config = cfg.replace(config, "DQN()", **hyperparameters)
+        config.check_combination()
         self.env_id = env_id
         self.config = config
         if config.torch_threads > 0:
@@ -111,7 +117,12 @@ class DQN:
         self.obs_shape, self.obs_dtype = tuple(space.shape), space.dtype
         self.n_actions = int(actions.n)
         self.network_kind = choose_network(self.obs_shape, self.obs_dtype, config.network)
-        self.q_net = build_q_network(self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch)
+        self.q_net = build_q_network(
+            self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch,
+            dueling=config.dueling, noisy=config.noisy, distribution=config.distributional,
+            n_atoms=config.n_atoms if config.distributional != "none" else 1, v_min=config.v_min, v_max=config.v_max,
+            sigma0=config.noisy_sigma0,
+        )
         self.q_net.to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = self._make_optimizer()
@@ -143,33 +154,53 @@ class DQN:
             # Mnih et al. (2015), Extended Data Table 1: squared gradient momentum 0.95, min squared gradient 0.01.
             return torch.optim.RMSprop(params, lr=self.config.learning_rate, alpha=0.95, eps=0.01, centered=True)
         # One fused kernel for the whole update instead of a loop over tensors (torch >= 2.4, CPU and CUDA).
-        return torch.optim.Adam(params, lr=self.config.learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps, fused=True)
 
     @property
     def stack(self) -> int:
         """Frames per observation the replay memory can share between transitions (1: none)."""
-        return self.obs_shape[0] if self.network_kind == "cnn" and len(self.obs_shape) == 3 else 1
+        return self.obs_shape[0] if self.network_kind in FRAME_NETWORKS and len(self.obs_shape) == 3 else 1
 
     def replay_bytes(self) -> int:
         """The replay memory's size, before allocating it (an estimate with LZ4 compression)."""
         frame_shape = self.obs_shape[1:] if self.stack > 1 else self.obs_shape
         return replay_bytes(self.config.buffer_size, frame_shape, self.obs_dtype, self.stack,
-                            compress=self.config.replay_compression == "lz4")
+                            compress=self.config.replay_compression == "lz4", n_step=self.config.n_step,
+                            prioritized=self.config.prioritized_replay)
 
     memory_bytes = replay_bytes  # what the run allocates beyond the networks
 
+    @property
+    def variant(self) -> str:
+        """The switches that are on, by name: ``dqn``, ``rainbow`` (all of them) or e.g. ``dqn+dueling+n_step=3``.
+
+        Model files say ``algo: dqn`` whatever the switches (one agent class loads them all); this names the variant
+        for ``qzoo info`` and run.json.
+        """
+        c = self.config
+        switches = (("dueling", c.dueling), ("noisy", c.noisy), ("prioritized", c.prioritized_replay))
+        on = [name for name, active in switches if active]
+        on += [c.distributional] if c.distributional != "none" else []
+        on += [f"n_step={c.n_step}"] if c.n_step > 1 else []
+        if c.double_q and len(on) == 5:
+            return "rainbow"
+        return "+".join([ALGO, *on])
+
     def describe(self) -> dict[str, Any]:
         replay = self.replay_bytes()
-        return {"network": self.network_kind, "obs_shape": list(self.obs_shape), "n_actions": self.n_actions,
-                "replay_bytes": replay, "replay_bytes_per_transition": replay / self.config.buffer_size}
+        return {"variant": self.variant, "network": self.network_kind, "obs_shape": list(self.obs_shape),
+                "n_actions": self.n_actions, "replay_bytes": replay,
+                "replay_bytes_per_transition": replay / self.config.buffer_size}
 
     @property
     def buffer(self) -> ReplayBuffer:
         if self._buffer is None:
+            c = self.config
             self._buffer = ReplayBuffer(
-                self.config.buffer_size, self.obs_shape, self.obs_dtype, self.stack, self.config.n_envs,
-                seed=self.config.seed,
-                compress=self.config.replay_compression == "lz4",
+                c.buffer_size, self.obs_shape, self.obs_dtype, self.stack, c.n_envs, seed=c.seed,
+                compress=c.replay_compression == "lz4", n_step=c.n_step, gamma=c.gamma,
+                prioritized=c.prioritized_replay, alpha=c.prioritized_replay_alpha,
+                priority_eps=c.prioritized_replay_eps,
             )
         return self._buffer
 
@@ -177,6 +208,8 @@ class DQN:
 
     def exploration_rate(self, horizon: int | None = None) -> float:
         c = self.config
+        if c.noisy:
+            return 0.0  # NoisyNets explore by their noise alone (Fortunato et al. 2018, section 3.1)
         progress = self.num_timesteps / max(horizon or c.n_timesteps, 1)
         return linear_schedule(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction, progress)
 
@@ -185,13 +218,28 @@ class DQN:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                               enabled=self.autocast_dtype is not None)
 
+    def _q(self, net: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) (B, A) of either network, whatever its head (C51's mean, QR's mean quantile)."""
+        return net.q_values(obs) if isinstance(net, QNetwork) else net(obs)
+
     @torch.inference_mode()
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q(s, .) for one observation (A,) or a batch (B, A)."""
+    def q_values(self, obs: np.ndarray, noise: bool = False) -> np.ndarray:
+        """Q(s, .) for one observation (A,) or a batch (B, A).
+
+        NoisyNets: the mean weights unless ``noise`` (training's acting); evaluation and ``predict`` are greedy
+        in the mean network, as in Kaixhin/Rainbow (Fortunato et al. 2018 evaluate with noise: docs/departures.md).
+        """
         single = obs.shape == self.obs_shape
         batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
-        with self._autocast():
-            q = self.q_net(batch).float().cpu().numpy()
+        mean_weights = self.config.noisy and not noise
+        if mean_weights:
+            self.q_net.eval()
+        try:
+            with self._autocast():
+                q = self._q(self.q_net, batch).float().cpu().numpy()
+        finally:
+            if mean_weights:
+                self.q_net.train()
         return q[0] if single else q
 
     def greedy_action(self, obs: np.ndarray) -> int:
@@ -209,6 +257,9 @@ class DQN:
     def _act(self, obs: np.ndarray, epsilon: float) -> int:
         if self.rng.random() < epsilon:
             return int(self.rng.integers(self.n_actions))  # no forward pass needed
+        if self.config.noisy:  # a new noise sample for every action (Fortunato et al. 2018, Algorithm 1)
+            self.q_net.reset_noise()
+            return int(self.q_values(obs, noise=True).argmax())
         return self.greedy_action(obs)
 
     def _act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
@@ -216,7 +267,9 @@ class DQN:
         explore = self.rng.random(len(obs)) < epsilon
         actions = self.rng.integers(self.n_actions, size=len(obs))
         if not explore.all():
-            actions[~explore] = self.q_values(obs[~explore]).argmax(axis=1)
+            if self.config.noisy:  # one noise sample per vector step, as _act draws one per action
+                self.q_net.reset_noise()
+            actions[~explore] = self.q_values(obs[~explore], noise=self.config.noisy).argmax(axis=1)
         return actions
 
     def _collect(self, epsilon: float, recorder: Recorder | None) -> int:
@@ -263,26 +316,42 @@ class DQN:
         return tensor
 
     def train_step(self) -> float:
-        """One gradient step on a uniform minibatch; returns the loss."""
+        """One gradient step on a minibatch (uniform or prioritised, 1- or n-step); returns the loss."""
         c = self.config
-        batch = self.buffer.sample(c.batch_size)
+        beta = beta_schedule(c.prioritized_replay_beta0, self.num_timesteps / max(self.horizon, 1))
+        batch = self.buffer.sample(c.batch_size, beta)
         obs, next_obs = self._to_device(batch.obs), self._to_device(batch.next_obs)
         actions = self._to_device(batch.actions).long()
         rewards, terminated = self._to_device(batch.rewards), self._to_device(batch.terminated)
+        # n-step: y = G + gamma^k (1 - terminated) Q(s_{t+k}, a*); the per-sample discount replaces gamma.
+        gamma = c.gamma if batch.discounts is None else self._to_device(batch.discounts)
+        weights = None if batch.weights is None else self._to_device(batch.weights)
+        if c.noisy:  # fresh noise for every update, online and target (Fortunato et al. 2018, Algorithm 1)
+            self.q_net.reset_noise()
+            self.target_net.reset_noise()
 
         with self._autocast():
             with torch.no_grad():
-                next_q_target = self.target_net(next_obs).float()
+                next_target = self.target_net(next_obs).float()  # Q, C51 probabilities or quantiles at s'
             if c.double_q:
                 # Q(s) and Q(s') of the online network in one forward pass of 2B: one large batch runs
                 # faster than two small ones on a CPU. Q(s') is only used to choose a*, never differentiated.
-                q_both = self.q_net(torch.cat([obs, next_obs])).float()
-                q_obs, next_q_online = q_both[: len(obs)], q_both[len(obs):].detach()
+                out_both = self._head(torch.cat([obs, next_obs]))
+                out_obs, next_out_online = out_both[: len(obs)], out_both[len(obs):].detach()
             else:
-                q_obs, next_q_online = self.q_net(obs).float(), None
-        target = td_target(rewards, terminated, next_q_target, c.gamma, next_q_online)
-        q_taken = q_obs.gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = q_loss(q_taken, target, c.loss)
+                out_obs, next_out_online = self._head(obs), None
+        if c.distributional == "none":
+            target = td_target(rewards, terminated, next_target, gamma, next_out_online)
+            q_taken = out_obs.gather(1, actions.unsqueeze(1)).squeeze(1)
+            if weights is None:
+                loss, td_errors = q_loss(q_taken, target, c.loss), None
+            else:  # Schaul et al. 2016: importance-weighted loss, priorities from |delta|
+                loss, td_errors = q_loss_per_sample(q_taken, target, c.loss, weights).loss, (target - q_taken).detach()
+        else:
+            loss, td_errors = self._distributional_loss(out_obs, next_out_online, next_target, actions, rewards,
+                                                        terminated, gamma, weights)
+        if td_errors is not None:
+            self.buffer.update_priorities(batch.rows, td_errors.float().cpu().numpy())
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -293,6 +362,36 @@ class DQN:
         if not np.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
         return value
+
+    def _head(self, obs: torch.Tensor) -> torch.Tensor:
+        """The online network's output for the loss: Q (B, A), C51 logits or QR quantiles (B, A, K), in float32."""
+        if isinstance(self.q_net, QNetwork) and self.config.distributional == "c51":
+            return self.q_net.head_outputs(obs).float()  # logits: the loss takes a log-softmax of them
+        return self.q_net(obs).float()
+
+    def _distributional_loss(self, out_obs, next_out_online, next_target, actions, rewards, terminated, gamma, weights):
+        """C51 (Bellemare et al. 2017) or QR-DQN (Dabney et al. 2018) loss; returns (loss, per-sample priorities).
+
+        a* = argmax_a of the mean Q of the online network at s' (Double DQN, as Rainbow) or of the target network.
+        Priorities are the per-sample losses: the KL / cross-entropy for C51 (Hessel et al. 2018, section 3),
+        the quantile Huber loss for QR (Dabney et al. do not prioritise; our choice, docs/departures.md).
+        """
+        c, rows = self.config, torch.arange(len(actions), device=self.device)
+        discounts = gamma * (1.0 - terminated.float())  # gamma^k, or 0 after a termination
+        if c.distributional == "c51":
+            support = self.q_net.support
+            next_q = (next_target * support).sum(2) if next_out_online is None else (
+                torch.softmax(next_out_online, dim=2) * support).sum(2)
+            best = next_q.argmax(dim=1)
+            target_probs = c51_projection(next_target[rows, best], rewards, discounts, support)
+            log_probs = torch.log_softmax(out_obs[rows, actions], dim=1)
+            result = c51_loss(log_probs, target_probs, weights)
+        else:
+            next_q = (next_target if next_out_online is None else next_out_online).mean(dim=2)
+            best = next_q.argmax(dim=1)
+            target_quantiles = rewards[:, None] + discounts[:, None] * next_target[rows, best]
+            result = quantile_huber_loss(out_obs[rows, actions], target_quantiles, 1.0, weights)
+        return result.loss, (result.per_sample if weights is not None else None)
 
     def learn(self, total_timesteps: int | None = None, recorder: Recorder | None = None) -> "DQN":
         """Train for ``total_timesteps`` env steps (default: the config's ``n_timesteps``).

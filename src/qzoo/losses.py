@@ -17,10 +17,13 @@ def td_target(
     reward: torch.Tensor,
     terminated: torch.Tensor,
     next_q_target: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     next_q_online: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y = r + gamma * (1 - terminated) * Q_target(s', a*).
+
+    n-step returns: ``reward`` is G = sum_{j<k} gamma^j r_{t+j}, the Q values are at s_{t+k} and ``gamma`` is the
+    per-sample discount gamma^k (B,) of ``n_step_returns``.
 
     a* = argmax_a Q_target(s', a) for DQN (Mnih et al. 2015, Algorithm 1);
     a* = argmax_a Q_online(s', a) for Double DQN (van Hasselt et al. 2016, eq. 4): the online network
@@ -48,6 +51,20 @@ def q_loss(q_taken: torch.Tensor, target: torch.Tensor, kind: str = "huber") -> 
     if kind == "mse":
         return F.mse_loss(q_taken, target)
     raise ValueError(f"unknown loss {kind!r}")
+
+
+def q_loss_per_sample(
+    q_taken: torch.Tensor, target: torch.Tensor, kind: str = "huber", weights: torch.Tensor | None = None
+) -> "PerSampleLoss":
+    """``q_loss`` per sample l_i (B,), and the scalar mean_i w_i l_i with importance weights ``weights`` (B,)
+    (Schaul et al. 2016, Algorithm 1, line 11). Without weights, ``loss`` equals ``q_loss``."""
+    if kind == "huber":
+        per_sample = F.smooth_l1_loss(q_taken, target, reduction="none")
+    elif kind == "mse":
+        per_sample = F.mse_loss(q_taken, target, reduction="none")
+    else:
+        raise ValueError(f"unknown loss {kind!r}")
+    return _weighted_mean(per_sample, weights)
 
 
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:

@@ -115,6 +115,19 @@ def nature_cnn_body(in_channels: int) -> nn.Sequential:
     )
 
 
+def data_efficient_cnn_body(in_channels: int) -> nn.Sequential:
+    """Data-efficient Rainbow's two convolutions (van Hasselt et al. 2019, Appendix; as read, see
+    docs/rainbow.md): 32 and 64 filters of 5x5, stride 5. (B, C, 84, 84) uint8 -> (B, 64 * 3 * 3 = 576) features."""
+    return nn.Sequential(
+        _ToFloat(255.0),
+        nn.Conv2d(in_channels, 32, kernel_size=5, stride=5),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, kernel_size=5, stride=5),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
 def minatar_body(in_channels: int) -> nn.Sequential:
     """``MinAtarCNN``'s convolution (Young & Tian 2019): (B, C, 10, 10) -> (B, 16 * 8 * 8 = 1024) features."""
     return nn.Sequential(_ToFloat(), nn.Conv2d(in_channels, 16, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
@@ -188,10 +201,12 @@ class NoisyLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
 
 
-def _head_mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int, noisy: bool) -> nn.Sequential:
+def _head_mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int, noisy: bool, sigma0: float = 0.5) -> nn.Sequential:
     """Hidden layers and an output layer, ReLU between; every layer noisy when ``noisy`` (Hessel et al. 2018
     replace all of the head's linear layers)."""
-    linear = NoisyLinear if noisy else nn.Linear
+    def linear(n_in: int, n_out: int) -> nn.Module:
+        return NoisyLinear(n_in, n_out, sigma0) if noisy else nn.Linear(n_in, n_out)
+
     layers: list[nn.Module] = []
     for size in hidden:
         layers += [linear(n_inputs, size), nn.ReLU()]
@@ -227,6 +242,7 @@ class QNetwork(nn.Module):
         n_atoms: int = 1,
         v_min: float = -10.0,
         v_max: float = 10.0,
+        sigma0: float = 0.5,
     ):
         super().__init__()
         if distribution not in DISTRIBUTIONS:
@@ -239,8 +255,8 @@ class QNetwork(nn.Module):
         self.dueling = dueling
         self.noisy = noisy
         self.body = body
-        self.advantage = _head_mlp(n_features, hidden, n_actions * n_atoms, noisy)
-        self.value = _head_mlp(n_features, hidden, n_atoms, noisy) if dueling else None
+        self.advantage = _head_mlp(n_features, hidden, n_actions * n_atoms, noisy, sigma0)
+        self.value = _head_mlp(n_features, hidden, n_atoms, noisy, sigma0) if dueling else None
         if distribution == "c51":
             self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms))
 
@@ -293,7 +309,8 @@ def choose_network(obs_shape: tuple[int, ...], obs_dtype, requested: str = "auto
     return "mlp"
 
 
-DEFAULT_HIDDEN = {"cnn": (512,), "mlp": (64, 64), "minatar": (128,)}
+DEFAULT_HIDDEN = {"cnn": (512,), "mlp": (64, 64), "minatar": (128,), "de_cnn": (256,)}
+FRAME_NETWORKS = ("cnn", "de_cnn")  # networks of stacked Atari frames
 DISTRIBUTIONS = ("none", "c51", "qr")
 
 
@@ -310,6 +327,7 @@ def build_q_network(
     n_atoms: int = 1,
     v_min: float = -10.0,
     v_max: float = 10.0,
+    sigma0: float = 0.5,
 ) -> nn.Module:
     """The Q-network for an observation space; sizes from ``net_arch`` (hidden layers).
 
@@ -319,13 +337,13 @@ def build_q_network(
     """
     kind = choose_network(obs_shape, obs_dtype, kind)
     hidden = tuple(net_arch) if net_arch is not None else DEFAULT_HIDDEN.get(kind, (64, 64))
-    if kind in ("cnn", "minatar") and (len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]):
+    if kind in ("cnn", "de_cnn", "minatar") and (len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]):
         raise QzooError(f"the {kind} network needs square frames (C, H, H), got {obs_shape}")
     if distribution not in DISTRIBUTIONS:
         raise QzooError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
     if distribution == "none" and n_atoms != 1:
         raise QzooError(f"n_atoms = {n_atoms} needs distribution c51 or qr")
-    if not (dueling or noisy or distribution != "none"):
+    if not (dueling or noisy or distribution != "none" or kind == "de_cnn"):
         if kind == "cnn":
             return NatureCNN(obs_shape[0], n_actions, hidden, obs_shape[1])
         if kind == "minatar":
@@ -333,6 +351,8 @@ def build_q_network(
         return MLP(int(np.prod(obs_shape)), n_actions, hidden)
     if kind == "cnn":
         body: nn.Module = nature_cnn_body(obs_shape[0])
+    elif kind == "de_cnn":
+        body = data_efficient_cnn_body(obs_shape[0])
     elif kind == "minatar":
         body = minatar_body(obs_shape[0])
     else:
@@ -340,7 +360,7 @@ def build_q_network(
     with torch.no_grad():
         n_features = body(torch.zeros(1, *obs_shape, dtype=torch.uint8 if kind != "mlp" else torch.float32)).shape[1]
     return QNetwork(body, n_features, n_actions, hidden, dueling=dueling, noisy=noisy,
-                    distribution=distribution, n_atoms=n_atoms, v_min=v_min, v_max=v_max)
+                    distribution=distribution, n_atoms=n_atoms, v_min=v_min, v_max=v_max, sigma0=sigma0)
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -1,0 +1,46 @@
+"""Learning tests (minutes): each Rainbow switch alone, and ``--algo rainbow``, solve CartPole-v1 within the
+budget of plain DQN (50k env steps) for at least 2 of 3 fixed seeds.
+
+Solved: the mean return of 20 evaluation episodes reaches 475 (CartPole-v1's reward threshold), evaluated
+every 2,500 env steps; a run stops at its first solved evaluation, and a config at its second solved seed.
+"""
+
+import pytest
+
+from qzoo import config as cfg
+from qzoo.dqn import DQN
+from qzoo.envs import family
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 50_000
+SWITCHES = {
+    "dueling": ("dqn", {"dueling": True}),
+    "prioritized_replay": ("dqn", {"prioritized_replay": True}),
+    "n_step": ("dqn", {"n_step": 3}),
+    "noisy": ("dqn", {"noisy": True}),
+    "c51": ("dqn", {"distributional": "c51"}),  # the CartPole-v1 preset's support is [0, 100]
+    "qr": ("dqn", {"distributional": "qr"}),
+    "rainbow": ("rainbow", {}),
+}
+
+
+def solve(algo: str, switches: dict, seeds=(0, 1, 2), needed: int = 2) -> dict[int, tuple[float, int]]:
+    """(best mean evaluation return, env steps) per seed tried; stops once ``needed`` seeds solved it."""
+    outcomes = {}
+    for seed in seeds:
+        overrides = {**switches, "seed": seed, "n_timesteps": BUDGET, "n_eval_episodes": 20, "eval_freq": 2500,
+                     "stop_reward": 475.0, "torch_threads": 1}
+        config, _ = cfg.resolve("CartPole-v1", family("CartPole-v1"), overrides=overrides, algo=algo)
+        agent = DQN("CartPole-v1", config).learn()
+        outcomes[seed] = (agent.best_mean_return, agent.num_timesteps)
+        if sum(best >= 475 for best, _ in outcomes.values()) >= needed:
+            break
+    return outcomes
+
+
+@pytest.mark.parametrize("name", list(SWITCHES))
+def test_each_switch_and_rainbow_solve_cartpole_within_dqn_budget_for_two_of_three_seeds(name):
+    outcomes = solve(*SWITCHES[name])
+    solved = [seed for seed, (best, steps) in outcomes.items() if best >= 475 and steps <= BUDGET]
+    assert len(solved) >= 2, outcomes

@@ -58,7 +58,9 @@ def main() -> None:
         ("plain: 3 forward passes, Adam (for-each), float32", dict(fused_forward=False, bf16=False), {"foreach": True}),
         ("+ one online forward for Q(s) and Q(s')", dict(fused_forward=True, bf16=False), {"foreach": True}),
         ("+ fused Adam", dict(fused_forward=True, bf16=False), {"fused": True}),
-        ("+ bfloat16 autocast (qzoo's fast path)", dict(fused_forward=True, bf16=True), {"fused": True}),
+        ("+ bfloat16 autocast", dict(fused_forward=True, bf16=True), {"fused": True}),
+        ("float32, fused Adam, separate forward passes (qzoo's plain path)", dict(fused_forward=False, bf16=False), {"fused": True}),
+        ("bfloat16, fused Adam, separate forward passes (qzoo's fast path)", dict(fused_forward=False, bf16=True), {"fused": True}),
     ]
     print(f"torch {torch.__version__}, {args.threads} threads\n")
     print("| lever | ms per gradient step | vs plain |\n|---|---|---|")

@@ -333,13 +333,11 @@ class DQN:
         with self._autocast():
             with torch.no_grad():
                 next_target = self.target_net(next_obs).float()  # Q, C51 probabilities or quantiles at s'
-            if c.double_q:
-                # Q(s) and Q(s') of the online network in one forward pass of 2B: one large batch runs
-                # faster than two small ones on a CPU. Q(s') is only used to choose a*, never differentiated.
-                out_both = self._head(torch.cat([obs, next_obs]))
-                out_obs, next_out_online = out_both[: len(obs)], out_both[len(obs):].detach()
-            else:
-                out_obs, next_out_online = self._head(obs), None
+                # Double DQN: the online network picks a* at s', without a graph. Measured here, one
+                # forward pass over cat(s, s') costs more in the backward pass than it saves
+                # (benchmarks/README.md, levers).
+                next_out_online = self._head(next_obs) if c.double_q else None
+            out_obs = self._head(obs)
         if c.distributional == "none":
             target = td_target(rewards, terminated, next_target, gamma, next_out_online)
             q_taken = out_obs.gather(1, actions.unsqueeze(1)).squeeze(1)

@@ -25,15 +25,7 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels: int, n_actions: int, hidden: Sequence[int] = (512,), frame: int = 84):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        self.features = nn.Sequential(*_nature_convolutions(in_channels))
         with torch.no_grad():
             n_features = self.features(torch.zeros(1, in_channels, frame, frame)).shape[1]
         self.head = _mlp(n_features, hidden, n_actions)
@@ -103,8 +95,12 @@ class _ToFloat(nn.Module):
 
 def nature_cnn_body(in_channels: int) -> nn.Sequential:
     """``NatureCNN``'s convolutions (Mnih 2015): (B, C, 84, 84) uint8 -> (B, 3136) features."""
-    return nn.Sequential(
-        _ToFloat(255.0),
+    return nn.Sequential(_ToFloat(255.0), *_nature_convolutions(in_channels))
+
+
+def _nature_convolutions(in_channels: int) -> list[nn.Module]:
+    """Mnih et al. (2015, Methods): 32 8x8 filters stride 4, 64 4x4 stride 2, 64 3x3 stride 1, ReLUs."""
+    return [
         nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
         nn.ReLU(),
         nn.Conv2d(32, 64, kernel_size=4, stride=2),
@@ -112,7 +108,7 @@ def nature_cnn_body(in_channels: int) -> nn.Sequential:
         nn.Conv2d(64, 64, kernel_size=3, stride=1),
         nn.ReLU(),
         nn.Flatten(),
-    )
+    ]
 
 
 def data_efficient_cnn_body(in_channels: int) -> nn.Sequential:

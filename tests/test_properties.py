@@ -74,7 +74,7 @@ def test_any_mapping_builds_a_config_or_raises_qzoo_error_and_nothing_else(schem
     except QzooError as exc:
         assert "\n" not in str(exc)  # one line for the user
     else:
-        assert set(values) <= set(names)
+        assert set(values) <= set(names) and isinstance(config, schema)
 
 
 @FAST

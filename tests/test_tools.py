@@ -1,7 +1,6 @@
 """qzoo tune, plot, record and push, through main(argv) on tiny real runs."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
-import numpy as np
 import optuna
 import pytest
 import yaml
@@ -178,6 +176,7 @@ def test_push_folder_card_parses_and_round_trips_through_evaluate_and_train(runs
     metric = card["model-index"][0]["results"][0]["metrics"][0]
     results = json.loads((out / "results.json").read_text())
     assert metric["type"] == "mean_reward" and metric["value"] == f"{results['mean']:.2f} +/- {results['std']:.2f}"
+    assert pushed["mean"] == results["mean"] and pushed["folder"] == str(out)
     assert card["model-index"][0]["results"][0]["dataset"]["name"] == "CartPole-v1"
     assert count_frames(out / "replay.mp4")[0] > 1
 

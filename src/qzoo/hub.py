@@ -41,12 +41,13 @@ def model_card(env_id: str, algo: str, stats: EvalStats, config: dict[str, Any],
     }
     where = repo_id or "<this folder>"
     hyperparameters = "\n".join(f"| {k} | {v} |" for k, v in config.items())
+    replay = f"\n![replay]({video})\n" if video else ""
     body = f"""# {name} agent playing {env_id}
 
 A {name} agent trained with [qzoo](https://pypi.org/project/qzoo/) on `{env_id}`.
 Evaluation: mean return {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} episodes
 (result = mean - std = {stats.result:.2f}).
-{f"{chr(10)}![replay]({video}){chr(10)}" if video else ""}
+{replay}
 ## Use
 
 ```

@@ -99,3 +99,47 @@ def test_precision_auto_is_bfloat16_for_the_cnn_on_native_hardware_only(monkeypa
     assert resolve_precision("auto", cpu, "cnn") is None
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert resolve_precision("auto", cpu, "cnn") is torch.bfloat16
+
+
+# ------------------------------------------------------------------ fast path: the same numbers, fewer casts
+
+
+def test_pixel_bytes_go_straight_to_bfloat16_with_the_values_of_the_float32_route():
+    from qzoo.networks import scaled_input
+
+    every_byte = torch.arange(256, dtype=torch.uint8).reshape(4, 8, 8)
+    assert torch.equal(scaled_input(every_byte, 255.0), every_byte.float() / 255.0)  # no autocast: float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        direct = scaled_input(every_byte, 255.0)
+    assert direct.dtype == torch.bfloat16
+    assert torch.equal(direct, (every_byte.float() / 255.0).to(torch.bfloat16))  # what autocast's conv saw before
+
+
+ATARI_FAST = dict(buffer_size=2000, learning_starts=200, train_freq=4, batch_size=8, target_update_interval=100,
+                  eval_freq=0, checkpoint_freq=0, precision="bfloat16", seed=0)
+
+
+def test_the_bfloat16_target_copy_equals_autocast_of_the_target_and_follows_every_target_update():
+    agent = DQN("BreakoutNoFrameskip-v4", **ATARI_FAST)
+    obs = torch.randint(0, 256, (4, *agent.obs_shape), dtype=torch.uint8)
+
+    def both():
+        with agent._autocast(), torch.no_grad():
+            return agent.target_net(obs).float(), agent._target_forward(obs).float()
+
+    agent.learn(250)  # learning from 200, target copies at 100 and 200
+    reference, fast = both()
+    assert torch.equal(reference, fast)
+    agent.learn(100)  # more gradient steps and a target copy at 300: a stale copy would now differ
+    reference_after, fast_after = both()
+    assert not torch.equal(reference_after, reference)
+    assert torch.equal(reference_after, fast_after)
+    assert all(p.dtype == torch.float32 for p in agent.target_net.parameters())  # the checkpointed target stays float32
+
+
+def test_acting_is_float32_whatever_the_training_precision():
+    agent = DQN("BreakoutNoFrameskip-v4", **ATARI_FAST)
+    obs = np.random.default_rng(0).integers(0, 256, agent.obs_shape, dtype=np.uint8)
+    with torch.no_grad():
+        float32_q = agent.q_net(torch.from_numpy(obs)[None]).numpy()[0]
+    assert np.array_equal(agent.q_values(obs), float32_q)

@@ -127,6 +127,7 @@ class DQN:
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = self._make_optimizer()
         self.autocast_dtype = resolve_precision(config.precision, self.device, self.network_kind)
+        self._target_lowp: torch.nn.Module | None = None  # the target network in autocast_dtype (_target_forward)
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -228,6 +229,8 @@ class DQN:
 
         NoisyNets: the mean weights unless ``noise`` (training's acting); evaluation and ``predict`` are greedy
         in the mean network, as in Kaixhin/Rainbow (Fortunato et al. 2018 evaluate with noise: docs/departures.md).
+        Always float32, whatever ``precision``: for one observation autocast's casts of the weights cost more
+        than bfloat16 saves (Nature CNN, one frame stack: 0.47 ms float32, 0.82 ms bfloat16; benchmarks/README.md).
         """
         single = obs.shape == self.obs_shape
         batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
@@ -235,8 +238,7 @@ class DQN:
         if mean_weights:
             self.q_net.eval()
         try:
-            with self._autocast():
-                q = self._q(self.q_net, batch).float().cpu().numpy()
+            q = self._q(self.q_net, batch).float().cpu().numpy()
         finally:
             if mean_weights:
                 self.q_net.train()
@@ -332,7 +334,7 @@ class DQN:
 
         with self._autocast():
             with torch.no_grad():
-                next_target = self.target_net(next_obs).float()  # Q, C51 probabilities or quantiles at s'
+                next_target = self._target_forward(next_obs).float()  # Q, C51 probabilities or quantiles at s'
                 # Double DQN: the online network picks a* at s', without a graph. Measured here, one
                 # forward pass over cat(s, s') costs more in the backward pass than it saves
                 # (benchmarks/README.md, levers).
@@ -360,6 +362,21 @@ class DQN:
         if not np.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
         return value
+
+    def _target_forward(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """The target network's output at s', under the caller's autocast.
+
+        With bfloat16 (and no noise to redraw), from a bfloat16 copy of the target network made when the target
+        changes, every target_update_interval env steps: autocast would otherwise cast its weights (1.7M for the
+        Nature CNN) at every gradient step. Autocast rounds to nearest the same way, so the values are identical.
+        """
+        if self.autocast_dtype is None or self.config.noisy:
+            return self.target_net(next_obs)
+        if self._target_lowp is None:
+            self._target_lowp = copy.deepcopy(self.target_net)
+            for param in self._target_lowp.parameters():  # weights only, as autocast: buffers (C51's support) stay
+                param.data = param.data.to(self.autocast_dtype)
+        return self._target_lowp(next_obs)
 
     def _head(self, obs: torch.Tensor) -> torch.Tensor:
         """The online network's output for the loss: Q (B, A), C51 logits or QR quantiles (B, A, K), in float32."""
@@ -405,6 +422,7 @@ class DQN:
             self._obs, _ = self.env.reset(seed=seeds)
         losses = self._pending_losses
         started, steps_at_start = time.perf_counter(), self.num_timesteps
+        self._target_lowp = None  # the target network may have been loaded or restored since the last learn()
 
         while self.num_timesteps < horizon:
             epsilon = self.exploration_rate(horizon)
@@ -415,6 +433,7 @@ class DQN:
                     losses.append(self.train_step())  # a gradient step on a minibatch sampled from D
             if crossings(t, steps, c.target_update_interval):
                 soft_update(self.target_net, self.q_net, c.tau)  # Q_target <- Q every C env steps
+                self._target_lowp = None
             if after_env_step(self, recorder, epsilon, losses, started, steps_at_start, steps):
                 break
         return self

@@ -126,6 +126,15 @@ def test_plot_writes_valid_images_whose_size_follows_the_data(runs, tmp_path, ca
     assert "| dqn |" in scores.split("# IQM")[1]
 
 
+def test_plot_labels_runs_by_their_variant_so_switches_are_not_merged_with_plain_dqn(runs, tmp_path, capsys):
+    dueling = train(tmp_path / "dueling", "CartPole-v1", 600, 0, "dueling=true")
+    assert main(["plot", str(runs / "cartpole-0"), str(dueling), "--out", str(tmp_path / "plots"), "--format", "png",
+                 "--label-keys", "double_q"]) == 0
+    scores = (tmp_path / "plots" / "scores.md").read_text()
+    assert "| CartPole-v1 | dqn double_q=True | 1 |" in scores
+    assert "| CartPole-v1 | dqn+dueling double_q=True | 1 |" in scores
+
+
 def test_plot_by_wall_clock_time_and_smoothed_training_returns(runs, tmp_path):
     assert main(["plot", str(runs), "--out", str(tmp_path), "--x", "time", "--source", "train", "--smooth", "5",
                  "--format", "png"]) == 0

@@ -1,7 +1,7 @@
 """``qzoo plot``: learning curves, score tables and the IQM across envs, from run folders.
 
-Runs are grouped by env and by label (the algorithm, plus any hyperparameters named with
-``--label-keys``, e.g. ``double_q`` to tell DQN from Double DQN). Each group's curve is the mean over
+Runs are grouped by env and by label (the variant from run.json, e.g. ``dqn`` or ``rainbow``, plus any
+hyperparameters named with ``--label-keys``, e.g. ``double_q`` to tell DQN from Double DQN). Each group's curve is the mean over
 its runs (seeds) with a 95% bootstrap band, on a common grid of env steps or wall-clock seconds.
 """
 
@@ -73,7 +73,7 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(
         path=run_dir,
         env_id=meta["env_id"],
-        algo=meta.get("algo", "dqn"),
+        algo=meta.get("variant") or meta.get("algo", "dqn"),  # "rainbow", "dqn+dueling", ...: the switches tell runs apart
         config=config,
         evaluations=_read_csv(run_dir / "evaluations.csv", ["step", "time", "mean", "result"]),
         episodes=_read_csv(run_dir / "episodes.csv", ["step", "time", "return"]),

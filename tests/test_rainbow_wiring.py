@@ -253,6 +253,20 @@ def test_algo_rainbow_resolves_every_switch_from_the_presets(capsys):
     assert report["notes"][:3] == ["preset: CartPole-v1", "preset: rainbow default", "preset: rainbow CartPole-v1"]
 
 
+@pytest.mark.parametrize("algo", ["rainbow", "der"])
+def test_rainbow_presets_build_on_every_env_of_dqn_yml_regression_learning_starts_zero(algo):
+    """Regression: RL-Zoo's LunarLander-v3 and Acrobot-v1 entries start learning at 0, which left no complete
+    3-step window and made `qzoo train --algo rainbow --env LunarLander-v3` an invalid config."""
+    from qzoo.envs import family
+
+    for env_id in cfg.builtin_presets("dqn"):
+        if env_id in ("atari", "minatar"):
+            continue
+        config, _ = cfg.resolve(env_id, family(env_id), algo=algo)
+        config.check_combination()  # raises QzooError on an invalid combination
+        assert config.n_step > 1 and config.learning_starts >= config.n_step - 1
+
+
 def test_rainbow_atari_preset_has_hessel_2018_values():
     config, notes = cfg.resolve("PongNoFrameskip-v4", "atari", algo="rainbow")
     assert (config.learning_rate, config.adam_eps, config.learning_starts, config.target_update_interval) == (

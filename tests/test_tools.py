@@ -67,6 +67,22 @@ def test_tune_runs_its_trials_writes_a_best_preset_that_trains_and_continues_the
     assert again["n_trials"] == 5 and again["trials_run"] == [3, 4]
 
 
+def test_tune_rainbow_searches_the_switches_parameters_never_epsilon_and_its_best_trains(tmp_path, capsys):
+    out = tmp_path / "tune"
+    fixed = ["train_freq=4", "gradient_steps=1", "batch_size=32", "learning_starts=100", "net_arch=[32,32]"]
+    assert main(["tune", "--algo", "rainbow", *TINY_TUNE, "--trials", "2", "--out", str(out), "--json",
+                 "--set", *fixed]) == 0
+    summary = last_json(capsys)
+    best = summary["best"]["hyperparameters"]  # the sampled values and the fixed ones
+    assert {"n_step", "prioritized_replay_alpha", "prioritized_replay_beta0", "noisy_sigma0", "adam_eps"} <= set(best)
+    assert not {"exploration_fraction", "exploration_final_eps"} & set(best)
+    assert (best["train_freq"], best["learning_starts"]) == (4, 100)  # --set keys are never sampled
+    run_dir = tmp_path / "from-best"
+    assert main(["train", "--algo", "rainbow", "--env", "CartPole-v1", "-c", str(out / "best_params.yml"), "-n", "300",
+                 "--set", *fixed, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert json.loads((run_dir / "run.json").read_text())["variant"] == "rainbow"
+
+
 def test_a_diverging_trial_is_pruned_not_a_crash(tmp_path, capsys):
     out = tmp_path / "tune"
     assert main(["tune", *TINY_TUNE, "--trials", "2", "--out", str(out), "--json", "--set", "learning_rate=1e30",

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="search hyperparameters with Optuna (TPE + median pruning)")
     tune.add_argument("--env", required=True)
-    tune.add_argument("--algo", default="dqn", choices=["dqn", "qlearning"])
+    tune.add_argument("--algo", default="dqn", choices=["dqn", "rainbow", "der", "qlearning"],
+                      help="rainbow / der also search n_step, prioritisation, NoisyNets sigma0 and Adam epsilon")
     tune.add_argument("--trials", type=int, default=20, help="trials this command runs (default 20)")
     tune.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     tune.add_argument("--seeds", type=int, default=1, help="seeds per trial; the objective is their mean result")

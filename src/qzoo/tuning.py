@@ -32,13 +32,15 @@ MLP_WIDTHS = {"small": [64, 64], "medium": [256, 256], "large": [400, 300]}
 CNN_WIDTHS = {"small": [256], "medium": [512]}
 
 
-def sample_dqn(trial, network: str) -> dict[str, Any]:
-    """The DQN search space, each hyperparameter on the scale it acts on."""
+def sample_dqn(trial, network: str, exploration: bool = True) -> dict[str, Any]:
+    """The DQN search space, each hyperparameter on the scale it acts on (epsilon's schedule unless ``exploration``
+    is False: NoisyNets explore without it)."""
     train_freq = trial.suggest_categorical("train_freq", [1, 4, 8, 16, 128, 256])
     subsample = trial.suggest_categorical("subsample_steps", [1, 2, 4, 8])  # gradient steps = train_freq / this
-    widths = CNN_WIDTHS if network == "cnn" else MLP_WIDTHS
-    buffers = [10_000, 50_000, 100_000] if network == "cnn" else [10_000, 50_000, 100_000, 1_000_000]
-    return {
+    frames = network in ("cnn", "de_cnn")  # Atari frame stacks: fewer, wider hidden layers, smaller memories
+    widths = CNN_WIDTHS if frames else MLP_WIDTHS
+    buffers = [10_000, 50_000, 100_000] if frames else [10_000, 50_000, 100_000, 1_000_000]
+    values = {
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True),
         "gamma": 1.0 - trial.suggest_float("one_minus_gamma", 1e-3, 1e-1, log=True),
         "batch_size": 2 ** trial.suggest_int("log2_batch_size", 4, 9),
@@ -47,10 +49,29 @@ def sample_dqn(trial, network: str) -> dict[str, Any]:
         "target_update_interval": trial.suggest_int("target_update_interval", 1, 20_000, log=True),
         "train_freq": train_freq,
         "gradient_steps": max(train_freq // subsample, 1),
-        "exploration_fraction": trial.suggest_float("exploration_fraction", 0.0, 0.5),
-        "exploration_final_eps": trial.suggest_float("exploration_final_eps", 0.0, 0.2),
-        "net_arch": widths[trial.suggest_categorical("net_width", list(widths))],
     }
+    if exploration:
+        values["exploration_fraction"] = trial.suggest_float("exploration_fraction", 0.0, 0.5)
+        values["exploration_final_eps"] = trial.suggest_float("exploration_final_eps", 0.0, 0.2)
+    values["net_arch"] = widths[trial.suggest_categorical("net_width", list(widths))]
+    return values
+
+
+def sample_rainbow(trial, network: str) -> dict[str, Any]:
+    """Rainbow's search space (``--algo rainbow`` / ``der``): DQN's without epsilon, plus the switches' own
+    parameters around Hessel et al. 2018's values (n = 3, omega = 0.5, beta0 = 0.4, sigma0 = 0.5, Adam eps 1.5e-4).
+    The switches stay on: turn one off with ``--set``, which also keeps it out of the search."""
+    values = sample_dqn(trial, network, exploration=False)
+    values.update({
+        "n_step": trial.suggest_categorical("n_step", [1, 3, 5, 10]),
+        "prioritized_replay_alpha": trial.suggest_float("prioritized_replay_alpha", 0.2, 0.8),
+        "prioritized_replay_beta0": trial.suggest_float("prioritized_replay_beta0", 0.2, 0.6),
+        "noisy_sigma0": trial.suggest_float("noisy_sigma0", 0.05, 1.0, log=True),
+        "adam_eps": trial.suggest_float("adam_eps", 1e-8, 1e-3, log=True),
+    })
+    # The first minibatch needs a complete n-step window (DQNConfig.check_combination).
+    values["learning_starts"] = max(values["learning_starts"], values["n_step"] - 1)
+    return values
 
 
 def sample_qlearning(trial, network: str) -> dict[str, Any]:
@@ -63,7 +84,8 @@ def sample_qlearning(trial, network: str) -> dict[str, Any]:
     }
 
 
-SAMPLERS: dict[str, Callable] = {"dqn": sample_dqn, "qlearning": sample_qlearning}
+SAMPLERS: dict[str, Callable] = {"dqn": sample_dqn, "rainbow": sample_rainbow, "der": sample_rainbow,
+                                  "qlearning": sample_qlearning}
 
 
 @dataclass(frozen=True)
@@ -118,7 +140,10 @@ def objective(trial, spec: TuneSpec) -> float:
     results = []
     for i, seed in enumerate(spec.seeds):
         config = cfg.build({**values, "seed": seed}, f"trial {trial.number}", cfg.SCHEMAS[spec.algo])
-        agent = agent_class(spec.algo)(spec.env_id, config)
+        try:
+            agent = agent_class(spec.algo)(spec.env_id, config)
+        except QzooError as exc:  # a sampled value against a fixed one, e.g. n_step 5 with --set learning_starts=0
+            raise optuna.TrialPruned(str(exc)) from None
         try:
             agent.learn(recorder=_TrialRecorder(trial) if i == 0 else None)
         except TrainingDiverged as exc:

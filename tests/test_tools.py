@@ -188,6 +188,26 @@ def test_record_shows_the_atari_screen_not_the_network_input(tmp_path, capsys):
     assert shape == (210, 160, 3)
 
 
+def test_record_of_minatar_regression_float_frames_crashed_the_encoder(tmp_path, capsys):
+    """MinAtar renders its 10x10 grid as floats in [0, 1]: the GIF writer raised a TypeError traceback."""
+    import numpy as np
+
+    from qzoo.dqn import DQN
+    from qzoo.video import video_frame
+
+    DQN("MinAtar/Breakout-v1", buffer_size=100, eval_freq=0).save(tmp_path / "model.pt")
+    out = tmp_path / "breakout.mp4"
+    assert main(["record", str(tmp_path / "model.pt"), "--episodes", "2", "--out", str(out), "--gif", "--json"]) == 0
+    frames, shape = count_frames(out)
+    assert frames == last_json(capsys)["frames"] >= 2 * 2
+    assert shape == (160, 160, 3)  # each cell of the grid a 16x16 block
+    assert count_frames(out.with_suffix(".gif"))[1][:2] == (160, 160)
+    grid = np.zeros((10, 10, 3))
+    grid[2, 3] = (1.0, 0.5, 0.0)
+    big = video_frame(grid)
+    assert big.dtype == np.uint8 and (big[32:48, 48:64] == (255, 128, 0)).all() and big[:32].max() == 0
+
+
 # ------------------------------------------------------------------------------------------- push
 
 

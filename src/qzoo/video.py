@@ -2,7 +2,8 @@
 
 Frames come from ``env.render()`` of an evaluation env (``render_mode="rgb_array"``), which returns
 the emulator's or simulator's full picture whatever observation wrappers the run used: for Atari the
-210x160 colour screen, not the 84x84 grayscale stack the network sees. The encoder is the ffmpeg
+210x160 colour screen, not the 84x84 grayscale stack the network sees. Frames that are not video bytes are
+made so by ``video_frame``: MinAtar renders its 10x10 grid as floats in [0, 1]. The encoder is the ffmpeg
 binary shipped inside the ``imageio-ffmpeg`` wheel.
 """
 
@@ -14,6 +15,23 @@ from typing import Callable
 import numpy as np
 
 from qzoo.errors import QzooError
+
+
+MIN_VIDEO_SIDE = 160  # pixels: a smaller picture (MinAtar's 10x10 grid) is enlarged to at least this
+
+
+def video_frame(frame: np.ndarray) -> np.ndarray:
+    """An RGB frame as a video encoder takes it: uint8, and at least ``MIN_VIDEO_SIDE`` pixels on its short side.
+
+    Floats are read as intensities in [0, 1]. Small pictures are enlarged by a whole factor, each cell a block
+    of equal pixels (no smoothing: a grid game stays a grid).
+    """
+    if frame.dtype != np.uint8:
+        frame = (np.clip(frame, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    factor = -(-MIN_VIDEO_SIDE // min(frame.shape[:2]))  # ceiling division
+    if factor > 1:
+        frame = np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1)
+    return frame
 
 
 def play(agent, episodes: int, seed: int, max_steps: int, on_frame: Callable[[np.ndarray], None],
@@ -62,6 +80,7 @@ def record(agent, path: Path, episodes: int = 1, seed: int = 0, fps: int = 30, m
                                 ffmpeg_log_level="error")
 
     def on_frame(frame: np.ndarray) -> None:
+        frame = video_frame(frame)
         writer.append_data(frame)
         seen["frames"] += 1
         seen["shape"] = frame.shape[:2]

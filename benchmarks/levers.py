@@ -1,9 +1,11 @@
 """The Atari gradient step, one lever at a time (Nature CNN, batch 32, Double DQN targets), and acting.
 
-    python benchmarks/levers.py [--threads T] [--steps N]
+    python benchmarks/levers.py [--threads T] [--steps N] [--dropped]
 
 Each row adds one lever to the row above and reports milliseconds per gradient step (median of 5
 repeats of N steps); then the cost of choosing one action (a forward pass on one frame stack).
+``--dropped`` also times two levers that were measured and not kept: overlapping env steps with the
+gradient step in a thread, and the first convolution as a space-to-depth convolution.
 Run it alone on the machine: another busy process changes every number.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import threading
 import time
 
 import torch
@@ -61,10 +64,78 @@ def make_step(net, target, optimizer, batch, fused_forward: bool, bf16: bool, ta
     return step
 
 
+def median_ms(step, n: int, repeats: int = 5) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        times.append((time.perf_counter() - start) / n * 1000)
+    return statistics.median(times)
+
+
+def overlap_rows(threads: int) -> list[tuple[str, float]]:
+    """4 SpaceInvaders env steps with their actions and one gradient step: one after the other, or the env
+    steps in this thread (acting with a copy of the network) while another thread takes the gradient step."""
+    from qzoo.dqn import DQN
+
+    agent = DQN("SpaceInvadersNoFrameskip-v4", buffer_size=5000, learning_starts=500, eval_freq=0, seed=0,
+                device="cpu", torch_threads=threads, double_q=False, n_timesteps=10_000_000)
+    agent.learn(600)
+    actor = copy.deepcopy(agent.q_net)
+    state = {"obs": agent._obs}
+
+    def env_steps(net):
+        for _ in range(4):
+            with torch.inference_mode():
+                action = int(net(torch.as_tensor(state["obs"][None])).argmax())
+            state["obs"], _, terminated, truncated, _ = agent.env.step(action)
+            if terminated or truncated:
+                state["obs"], _ = agent.env.reset()
+
+    def serial():
+        agent.train_step()
+        env_steps(agent.q_net)
+
+    def overlapped():
+        trainer = threading.Thread(target=agent.train_step)
+        trainer.start()
+        env_steps(actor)
+        trainer.join()
+        with torch.no_grad():
+            for mine, online in zip(actor.parameters(), agent.q_net.parameters()):
+                mine.copy_(online)
+
+    return [("4 env steps, then 1 gradient step", median_ms(serial, 20)),
+            ("4 env steps in a thread beside 1 gradient step", median_ms(overlapped, 20))]
+
+
+def space_to_depth_rows() -> list[tuple[str, float]]:
+    """Conv 8x8 stride 4 over 4 channels, or the same arithmetic as conv 2x2 over pixel_unshuffle's 64 channels."""
+    conv = torch.nn.Conv2d(4, 32, 8, stride=4)
+    frames = torch.randint(0, 255, (32, 4, 84, 84), dtype=torch.uint8)
+
+    def plain():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(frames.to(torch.bfloat16) / 255.0).float().sum().backward()
+
+    def space_to_depth():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            weight = conv.weight.reshape(32, 4, 2, 4, 2, 4).permute(0, 1, 3, 5, 2, 4).reshape(32, 64, 2, 2)
+            x = F.pixel_unshuffle(frames.to(torch.bfloat16) / 255.0, 4)
+            F.conv2d(x, weight, conv.bias).float().sum().backward()
+
+    return [("first convolution, forward and backward", median_ms(plain, 20)),
+            ("the same as space-to-depth 2x2 over 64 channels", median_ms(space_to_depth, 20))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dropped", action="store_true", help="also time the levers measured and not kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,6 +188,10 @@ def main() -> None:
                     net(one).argmax()
                 times.append((time.perf_counter() - start) / 100 * 1000)
         print(f"| {name} | {statistics.median(times):.2f} |")
+    if args.dropped:
+        print("\n| dropped lever | ms |\n|---|---|")
+        for name, ms in overlap_rows(args.threads) + space_to_depth_rows():
+            print(f"| {name} | {ms:.2f} |")
 
 
 if __name__ == "__main__":

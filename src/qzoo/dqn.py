@@ -34,7 +34,8 @@ from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
-from qzoo.networks import FRAME_NETWORKS, QNetwork, build_q_network, choose_network, weights_sha256
+from qzoo.mlp_step import adam_update, clip_grad_norm, loss_gradient, mlp_backward, mlp_forward, mlp_q
+from qzoo.networks import FRAME_NETWORKS, MLP, QNetwork, build_q_network, choose_network, weights_sha256
 from qzoo.periodic import after_env_step, crossings, evaluate_agent
 from qzoo.schedules import linear_schedule
 from qzoo.sumtree import beta_schedule
@@ -128,6 +129,10 @@ class DQN:
         self.optimizer = self._make_optimizer()
         self.autocast_dtype = resolve_precision(config.precision, self.device, self.network_kind)
         self._target_lowp: torch.nn.Module | None = None  # the target network in autocast_dtype (_target_forward)
+        # The plain MLP with Adam in float32 and an unweighted loss: its gradient step by hand (_manual_mlp_step).
+        self.manual_mlp_step = (config.manual_mlp_step and type(self.q_net) is MLP and config.optimizer == "adam"
+                                and self.autocast_dtype is None and not config.prioritized_replay)
+        self._linears: list[list[torch.nn.Linear]] | None = None  # online and target layers, input to output
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -328,6 +333,8 @@ class DQN:
         # n-step: y = G + gamma^k (1 - terminated) Q(s_{t+k}, a*); the per-sample discount replaces gamma.
         gamma = c.gamma if batch.discounts is None else self._to_device(batch.discounts)
         weights = None if batch.weights is None else self._to_device(batch.weights)
+        if self.manual_mlp_step:
+            return self._finish_update(self._manual_mlp_step(obs, next_obs, actions, rewards, terminated, gamma))
         if c.noisy:  # fresh noise for every update, online and target (Fortunato et al. 2018, Algorithm 1)
             self.q_net.reset_noise()
             self.target_net.reset_noise()
@@ -357,11 +364,50 @@ class DQN:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
         self.optimizer.step()
+        return self._finish_update(loss.item())
+
+    def _finish_update(self, value: float) -> float:
         self.num_updates += 1
-        value = loss.item()
         if not np.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
         return value
+
+    def _manual_mlp_step(self, obs, next_obs, actions, rewards, terminated, gamma) -> float:
+        """``train_step``'s forward pass, TD target, loss, backward pass, clipping and Adam update for the plain MLP,
+        by the pure functions of ``qzoo.mlp_step``: autograd's arithmetic without its graph (measured about 3x
+        faster on RL-Zoo's CartPole MLP: benchmarks/README.md). Gradients land in each parameter's ``.grad`` and
+        Adam's moments in ``self.optimizer.state``, where torch.optim.Adam keeps them: checkpoints are unchanged."""
+        c = self.config
+        if self._linears is None:  # the modules stay; their weights are read afresh at each step
+            self._linears = [[m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+                             for net in (self.q_net, self.target_net)]
+        online, target = ([(m.weight, m.bias) for m in linears] for linears in self._linears)
+        x, next_x = obs.flatten(1).float(), next_obs.flatten(1).float()
+        next_q_online = mlp_q(online, next_x) if c.double_q else None
+        y = td_target(rewards, terminated, mlp_q(target, next_x), gamma, next_q_online)
+        inputs, q = mlp_forward(online, x)
+        taken = actions.unsqueeze(1)
+        q_taken = q.gather(1, taken).squeeze(1)
+        loss = q_loss(q_taken, y, c.loss)
+        d_q = torch.zeros_like(q).scatter_(1, taken, loss_gradient(q_taken, y, c.loss).unsqueeze(1))
+        params = [tensor for layer in online for tensor in layer]  # weight, bias, weight, ...: parameters() order
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        grads = [param.grad for param in params]
+        mlp_backward(online, inputs, d_q, list(zip(grads[0::2], grads[1::2])))
+        clip_grad_norm(grads, c.max_grad_norm)
+        group, states = self.optimizer.param_groups[0], [self.optimizer.state[param] for param in params]
+        for param, state in zip(params, states):
+            if not state:  # torch.optim.Adam's own layout, so that either path can continue the other
+                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=param.device)
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        steps = [state["step"] for state in states]
+        torch._foreach_add_(steps, 1.0)
+        adam_update(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                    int(steps[0].item()), group["lr"], *group["betas"], group["eps"])
+        return loss.item()
 
     def _target_forward(self, next_obs: torch.Tensor) -> torch.Tensor:
         """The target network's output at s', under the caller's autocast.

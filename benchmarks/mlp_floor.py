@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 
+import levers  # benchmarks/levers.py, beside this script
 import torch
 import torch.nn.functional as F
 
@@ -29,16 +29,8 @@ GRADIENT_STEPS = (50_000 - 1_000) // 256 * 128
 B, HIDDEN = 64, 256
 
 
-def median_ms(step, repeats: int = 5, n: int = 200) -> float:
-    for _ in range(20):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            step()
-        times.append((time.perf_counter() - start) / n * 1000)
-    return statistics.median(times)
+def median_ms(step) -> float:
+    return levers.median_ms(step, n=200, warmup=20)
 
 
 def qzoo_step():

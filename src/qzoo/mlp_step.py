@@ -99,3 +99,21 @@ def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs:
     torch._foreach_div_(denom, (1.0 - beta2**step) ** 0.5)
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(params, exp_avgs, denom, -lr / (1.0 - beta1**step))
+
+
+@torch.no_grad()
+def adam_step(optimizer: torch.optim.Adam, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    """``adam_update`` on the moments that ``optimizer`` (a torch.optim.Adam over ``params``, one parameter group)
+    keeps, in its own layout (``step``, ``exp_avg``, ``exp_avg_sq``): either can continue what the other began,
+    and its ``state_dict`` checkpoints them unchanged."""
+    group, states = optimizer.param_groups[0], [optimizer.state[param] for param in params]
+    for param, state in zip(params, states):
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=param.device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    steps = [state["step"] for state in states]
+    torch._foreach_add_(steps, 1.0)
+    beta1, beta2 = group["betas"]
+    adam_update(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                int(steps[0].item()), group["lr"], beta1, beta2, group["eps"])

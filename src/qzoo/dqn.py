@@ -375,8 +375,9 @@ class DQN:
     def _manual_mlp_step(self, obs, next_obs, actions, rewards, terminated, gamma) -> float:
         """``train_step``'s forward pass, TD target, loss, backward pass, clipping and Adam update for the plain MLP,
         by the pure functions of ``qzoo.mlp_step``: autograd's arithmetic without its graph (RL-Zoo's CartPole MLP:
-        0.87 against 1.10 ms a step, 1.18x a whole run; benchmarks/README.md). Gradients land in each parameter's ``.grad`` and
-        Adam's moments in ``self.optimizer.state``, where torch.optim.Adam keeps them: checkpoints are unchanged."""
+        0.87 against 1.10 ms a step, 1.18x a whole run; benchmarks/README.md). Gradients land in each parameter's
+        ``.grad`` and Adam's moments in ``self.optimizer.state``, where torch.optim.Adam keeps them: checkpoints are
+        unchanged."""
         c = self.config
         if self._linears is None:  # the modules stay; their weights are read afresh at each step
             self._linears = [[m for m in net.modules() if isinstance(m, torch.nn.Linear)]

@@ -37,13 +37,9 @@ def mlp_forward(layers: Sequence[Layer], x: torch.Tensor) -> tuple[list[torch.Te
     return inputs, torch.addmm(bias, inputs[-1], weight.t())
 
 
-@torch.no_grad()
 def mlp_q(layers: Sequence[Layer], x: torch.Tensor) -> torch.Tensor:
     """Q (B, A) only: for the target network and Double DQN's choice of a*."""
-    for weight, bias in layers[:-1]:
-        x = torch.relu(torch.addmm(bias, x, weight.t()))
-    weight, bias = layers[-1]
-    return torch.addmm(bias, x, weight.t())
+    return mlp_forward(layers, x)[1]
 
 
 @torch.no_grad()

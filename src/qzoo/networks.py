@@ -86,7 +86,7 @@ def scaled_input(obs: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
     Under bfloat16 autocast the bytes go straight to bfloat16: one pass over half the memory instead of a
     float32 copy, a float32 division and the convolution's cast. The values are the same: 0..255 are exact in
-    bfloat16 and its division computes in float32 and rounds once (tests/test_networks.py pins it).
+    bfloat16 and its division computes in float32 and rounds once (tests/test_dqn.py pins it).
     """
     device = obs.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32

@@ -1,8 +1,9 @@
 """``qzoo plot``: learning curves, score tables and the IQM across envs, from run folders.
 
 Runs are grouped by env and by label (the variant from run.json, e.g. ``dqn`` or ``rainbow``, plus any
-hyperparameters named with ``--label-keys``, e.g. ``double_q`` to tell DQN from Double DQN). Each group's curve is the mean over
-its runs (seeds) with a 95% bootstrap band, on a common grid of env steps or wall-clock seconds.
+hyperparameters named with ``--label-keys``, e.g. ``double_q`` to tell DQN from Double DQN). Each group's
+curve is the mean over its runs (seeds) with a 95% bootstrap band, on a common grid of env steps or
+wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(
         path=run_dir,
         env_id=meta["env_id"],
-        algo=meta.get("variant") or meta.get("algo", "dqn"),  # "rainbow", "dqn+dueling", ...: the switches tell runs apart
+        # The variant ("rainbow", "dqn+dueling", ...) tells runs with switches apart; Q-tables have none.
+        algo=meta.get("variant") or meta.get("algo", "dqn"),
         config=config,
         evaluations=_read_csv(run_dir / "evaluations.csv", ["step", "time", "mean", "result"]),
         episodes=_read_csv(run_dir / "episodes.csv", ["step", "time", "return"]),

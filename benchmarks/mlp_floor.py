@@ -6,8 +6,9 @@ RL-Zoo's CartPole-v1 preset (MLP 256x256, batch 64, train_freq 256, gradient_ste
 env step 1,000) takes (50,000 - 1,000) // 256 * 128 = 24,448 gradient steps in a 50k-step run. This prints,
 in milliseconds per gradient step (median of 5 repeats):
 
-- qzoo's ``DQN.train_step`` on a filled replay memory (sampling, Double DQN off as in compare_sb3.py, Huber
-  loss, gradient clipping, Adam): what a run pays;
+- qzoo's gradient steps on a filled replay memory (sampling, Double DQN off as in compare_sb3.py, Huber loss,
+  gradient clipping, Adam), as a run takes them: ``DQN.train_steps(128)`` (the flat-buffer burst of
+  ``qzoo.mlp_step``) per step, and autograd's ``train_step`` (``manual_mlp_step: false``) for comparison;
 - the floor: the eleven matrix products of one step alone (online and target forward passes, backward
   pass), preallocated, no autograd, no optimizer: what no eager PyTorch code can beat;
 - with ``--compile``: the same loss and Adam step under ``torch.compile`` (its compile time printed apart).
@@ -29,18 +30,26 @@ GRADIENT_STEPS = (50_000 - 1_000) // 256 * 128
 B, HIDDEN = 64, 256
 
 
+BURST = 128  # RL-Zoo's gradient_steps
+
+
 def median_ms(step) -> float:
     return levers.median_ms(step, n=200, warmup=20)
 
 
-def qzoo_step():
+def qzoo_agent(manual: bool):
     from qzoo.dqn import DQN
 
     agent = DQN("CartPole-v1", learning_rate=2.3e-3, batch_size=B, buffer_size=100_000, learning_starts=1_000,
                 net_arch=[HIDDEN, HIDDEN], double_q=False, eval_freq=0, seed=0, device="cpu",
-                torch_threads=torch.get_num_threads())
-    agent.learn(1_000)  # fills the memory; nothing trained before learning_starts
-    return agent.train_step
+                torch_threads=torch.get_num_threads(), manual_mlp_step=manual)
+    agent.learn(5_000)  # fills the memory and trains a while: dead ReLU units and small moments, as in a run
+    return agent
+
+
+def qzoo_burst_ms() -> float:
+    agent = qzoo_agent(manual=True)
+    return levers.median_ms(lambda: agent.train_steps(BURST), n=4, warmup=2) / BURST
 
 
 def floor_step():
@@ -103,7 +112,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [("qzoo DQN.train_step", median_ms(qzoo_step())), ("floor: the 11 matrix products alone", median_ms(floor_step()))]
+    rows = [(f"qzoo DQN.train_steps({BURST}) (flat buffers, one target pass), per step", qzoo_burst_ms()),
+            ("qzoo DQN.train_step through autograd (manual_mlp_step: false)",
+             median_ms(qzoo_agent(manual=False).train_step)),
+            ("floor: the 11 matrix products alone", median_ms(floor_step()))]
     if args.compile:
         step, compile_s = compiled_step()
         rows.append((f"torch.compile'd loss and Adam (compiled in {compile_s:.0f} s)", median_ms(step)))

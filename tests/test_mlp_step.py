@@ -1,20 +1,20 @@
-"""The MLP gradient step by hand (qzoo.mlp_step) against autograd, clip_grad_norm_ and torch.optim.Adam."""
+"""The MLP gradient steps by hand (qzoo.mlp_step.FlatMLP) against autograd, clip_grad_norm_ and torch.optim.Adam."""
 
 import copy
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from qzoo import dqn as dqn_module
 from qzoo.dqn import DQN
 from qzoo.losses import q_loss, td_target
-from qzoo.mlp_step import adam_update, clip_grad_norm, loss_gradient, mlp_backward, mlp_forward, mlp_q
+from qzoo.mlp_step import FlatMLP, loss_values
 from qzoo.networks import MLP
 
 
-def layers_of(net):
-    return [(m.weight, m.bias) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+def linears_of(net):
+    return [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
 
 
 def autograd_step(net, target, optimizer, batch, loss_kind, max_norm, double_q):
@@ -30,59 +30,82 @@ def autograd_step(net, target, optimizer, batch, loss_kind, max_norm, double_q):
     return loss.item()
 
 
-def manual_step(net, target, state, batch, loss_kind, max_norm, double_q, lr):
-    obs, next_obs, actions, rewards, terminated, gamma = batch
-    online = layers_of(net)
-    next_online = mlp_q(online, next_obs) if double_q else None
-    y = td_target(rewards, terminated, mlp_q(layers_of(target), next_obs), gamma, next_online)
-    inputs, q = mlp_forward(online, obs)
-    q_taken = q.gather(1, actions[:, None]).squeeze(1)
-    loss = q_loss(q_taken, y, loss_kind)
-    d_q = torch.zeros_like(q).scatter_(1, actions[:, None], loss_gradient(q_taken, y, loss_kind)[:, None])
-    params = [t for layer in online for t in layer]
-    grads = [torch.zeros_like(p) for p in params]
-    mlp_backward(online, inputs, d_q, list(zip(grads[0::2], grads[1::2])))
-    clip_grad_norm(grads, max_norm)
-    state["step"] += 1
-    adam_update(params, grads, state["m"], state["v"], state["step"], lr, 0.9, 0.999, 1e-8)
-    return loss.item()
+def random_batches(n, n_step):
+    batches = []
+    for i in range(n):
+        gen = torch.Generator().manual_seed(i)
+        gamma = torch.rand(16, generator=gen) if n_step else 0.99
+        batches.append((torch.randn(16, 4, generator=gen), torch.randn(16, 4, generator=gen),
+                        torch.randint(0, 3, (16,), generator=gen), 3 * torch.randn(16, generator=gen),
+                        torch.rand(16, generator=gen) < 0.2, gamma))
+    return batches
 
 
 @pytest.mark.parametrize("loss_kind, max_norm, double_q, n_step", [
     ("huber", 10.0, False, False),  # RL-Zoo's CartPole: clipping rarely bites
-    ("huber", 0.05, True, False),  # clipping every step, Double DQN's a*
+    ("huber", 0.05, True, False),  # clipping every step, Double DQN's a* from each step's weights
     ("mse", 0.5, True, True),  # squares, n-step discounts per sample
 ])
-def test_manual_step_follows_autograd_and_torch_adam_for_twenty_steps(loss_kind, max_norm, double_q, n_step):
+def test_flat_steps_follow_autograd_and_torch_adam_for_twenty_steps(loss_kind, max_norm, double_q, n_step):
     torch.manual_seed(0)
     net = MLP(4, 3, (32, 32))
     target = copy.deepcopy(net).requires_grad_(False)
     twin = copy.deepcopy(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
-    state = {"step": 0, "m": [torch.zeros_like(p) for p in twin.parameters()],
-             "v": [torch.zeros_like(p) for p in twin.parameters()]}
-    for i in range(20):
-        gen = torch.Generator().manual_seed(i)
-        gamma = torch.rand(16, generator=gen) if n_step else 0.99
-        batch = (torch.randn(16, 4, generator=gen), torch.randn(16, 4, generator=gen),
-                 torch.randint(0, 3, (16,), generator=gen), 3 * torch.randn(16, generator=gen),
-                 torch.rand(16, generator=gen) < 0.2, gamma)
-        expected = autograd_step(net, target, optimizer, batch, loss_kind, max_norm, double_q)
-        got = manual_step(twin, target, state, batch, loss_kind, max_norm, double_q, 1e-2)
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=1e-2, fused=True)
+    batches = random_batches(20, n_step)
+    expected = [autograd_step(net, target, optimizer, batch, loss_kind, max_norm, double_q) for batch in batches]
+
+    flat = FlatMLP(linears_of(twin), loss_kind, max_norm)
+    flat.load(linears_of(twin), twin_optimizer)
+    obs, next_obs, actions, rewards, terminated = (torch.stack([b[i] for b in batches]) for i in range(5))
+
+    def y(k):
+        gamma = batches[k][5]
+        next_online = flat.q(next_obs[k]) if double_q else None
+        return td_target(rewards[k], terminated[k], target(next_obs[k]), gamma, next_online)
+
+    deltas = flat.train(obs, actions, y)
+    flat.store(linears_of(twin), twin_optimizer)
+    np.testing.assert_allclose(loss_values(deltas, loss_kind).tolist(), expected, rtol=1e-5, atol=1e-6)
     for a, b in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(net.parameters(), twin.parameters()):  # Adam's state, in torch.optim.Adam's own layout
+        mine, theirs = twin_optimizer.state[b], optimizer.state[a]
+        assert float(mine["step"]) == float(theirs["step"]) == 20
+        torch.testing.assert_close(mine["exp_avg"], theirs["exp_avg"], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(mine["exp_avg_sq"], theirs["exp_avg_sq"], rtol=1e-3, atol=1e-9)
     assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), MLP(4, 3, (32, 32)).parameters()))
 
 
-def test_loss_gradient_is_the_derivative_of_the_huber_and_squared_losses():
-    q_taken = torch.tensor([0.0, 0.5, 3.0, -2.0], requires_grad=True)
-    target = torch.tensor([0.2, 0.0, 0.0, 0.0])
-    for kind, loss_fn in (("huber", F.smooth_l1_loss), ("mse", F.mse_loss)):
-        (grad,) = torch.autograd.grad(loss_fn(q_taken, target), q_taken)
-        torch.testing.assert_close(loss_gradient(q_taken.detach(), target, kind), grad)
-    # Huber by hand: delta = (-0.2, 0.5, 3, -2) -> clipped (-0.2, 0.5, 1, -1), over B = 4
-    assert loss_gradient(q_taken.detach(), target, "huber").tolist() == pytest.approx([-0.05, 0.125, 0.25, -0.25])
+def test_loss_values_are_the_mean_huber_and_squared_losses_of_each_step():
+    deltas = torch.tensor([[-0.2, 0.5, 3.0, -2.0], [0.0, 0.0, 0.0, 4.0]])
+    # Huber: 0.5 d^2 inside [-1, 1], |d| - 0.5 outside
+    assert loss_values(deltas, "huber").tolist() == pytest.approx([(0.02 + 0.125 + 2.5 + 1.5) / 4, 3.5 / 4])
+    assert loss_values(deltas, "mse").tolist() == pytest.approx([(0.04 + 0.25 + 9 + 4) / 4, 16 / 4])
+    with pytest.raises(ValueError, match="unknown loss"):
+        FlatMLP(linears_of(MLP(4, 2, (8,))), "l1", 10.0)
+
+
+def test_adam_moments_stay_off_zero_and_denormal_numbers():
+    """A unit that never fires gets zero gradients: its moments would decay into denormals (20-35x slower
+    arithmetic here) or stay 0 (10x slower sqrt); FlatMLP keeps them at 0 (m) and >= 0.9e-30 (v) instead."""
+    torch.manual_seed(0)
+    net = MLP(4, 2, (16,))
+    with torch.no_grad():
+        net.net[1][0].weight[:8] = 0.0
+        net.net[1][0].bias[:8] = -1.0  # 8 dead units: their weights never get a gradient
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    flat = FlatMLP(linears_of(net), "huber", 10.0)
+    flat.load(linears_of(net), optimizer)
+    gen = torch.Generator().manual_seed(0)
+    x, actions = torch.randn(1000, 8, 4, generator=gen), torch.randint(0, 2, (1000, 8), generator=gen)
+    flat.train(x, actions, lambda k: torch.ones(8))
+    assert flat.t == 1000
+    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
+    m, v = flat.exp_avg, flat.exp_avg_sq
+    assert not ((m != 0) & (m.abs() < tiny)).any() and (v >= 0.9e-30).all()
+    assert (m == 0).any() and (v < 1e-29).any()  # the dead units' moments were there to guard
 
 
 AGENT = dict(n_timesteps=2000, learning_starts=600, buffer_size=5000, batch_size=32, net_arch=[64, 64],
@@ -131,3 +154,19 @@ def test_autograd_continues_where_the_manual_step_left_adam():
         manual.train_step(), plain.train_step()
     for a, b in zip(manual.q_net.parameters(), plain.q_net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("double_q, burst_rows", [(False, 16_384), (True, 16_384), (False, 100)])
+def test_a_burst_of_steps_samples_and_steps_as_single_steps_do(double_q, burst_rows, monkeypatch):
+    """train_steps(n) draws its n minibatches in one call and the target values in one pass (in bursts of
+    MLP_BURST_ROWS transitions: 100 rows make 10 bursts of 3 steps): the same rows and the same steps as n
+    calls of the autograd path's train_step."""
+    monkeypatch.setattr(dqn_module, "MLP_BURST_ROWS", burst_rows)
+    manual, plain = twin_agents(double_q=double_q)
+    burst = manual.train_steps(30)
+    single = [plain.train_step() for _ in range(30)]
+    np.testing.assert_allclose(burst, single, rtol=1e-4)
+    assert manual.num_updates == plain.num_updates == 30
+    for a, b in zip(manual.q_net.parameters(), plain.q_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert manual.buffer.rng.bit_generator.state == plain.buffer.rng.bit_generator.state

@@ -34,7 +34,7 @@ from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
-from qzoo.mlp_step import adam_step, clip_grad_norm, loss_gradient, mlp_backward, mlp_forward, mlp_q
+from qzoo.mlp_step import FlatMLP, loss_values
 from qzoo.networks import FRAME_NETWORKS, MLP, QNetwork, build_q_network, choose_network, weights_sha256
 from qzoo.periodic import after_env_step, crossings, evaluate_agent
 from qzoo.schedules import linear_schedule
@@ -43,6 +43,7 @@ from qzoo.vector import final_observations, finished_episodes, make_vector_env
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
+MLP_BURST_ROWS = 4_096  # transitions sampled at once for the plain MLP's steps (RL-Zoo CartPole: 2 bursts of 64 steps)
 
 
 class Recorder(Protocol):
@@ -129,10 +130,10 @@ class DQN:
         self.optimizer = self._make_optimizer()
         self.autocast_dtype = resolve_precision(config.precision, self.device, self.network_kind)
         self._target_lowp: torch.nn.Module | None = None  # the target network in autocast_dtype (_target_forward)
-        # The plain MLP with Adam in float32 and an unweighted loss: its gradient step by hand (_manual_mlp_step).
+        # The plain MLP with Adam in float32 and an unweighted loss: its gradient steps by hand (_mlp_steps).
         self.manual_mlp_step = (config.manual_mlp_step and type(self.q_net) is MLP and config.optimizer == "adam"
                                 and self.autocast_dtype is None and not config.prioritized_replay)
-        self._linears: list[list[torch.nn.Linear]] | None = None  # online and target layers, input to output
+        self._flat_mlp: tuple[FlatMLP, list[torch.nn.Linear]] | None = None  # _mlp_steps' buffers, q_net's layers
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -325,6 +326,8 @@ class DQN:
     def train_step(self) -> float:
         """One gradient step on a minibatch (uniform or prioritised, 1- or n-step); returns the loss."""
         c = self.config
+        if self.manual_mlp_step:
+            return self._mlp_steps(1)[0]
         beta = beta_schedule(c.prioritized_replay_beta0, self.num_timesteps / max(self.horizon, 1))
         batch = self.buffer.sample(c.batch_size, beta)
         obs, next_obs = self._to_device(batch.obs), self._to_device(batch.next_obs)
@@ -333,8 +336,6 @@ class DQN:
         # n-step: y = G + gamma^k (1 - terminated) Q(s_{t+k}, a*); the per-sample discount replaces gamma.
         gamma = c.gamma if batch.discounts is None else self._to_device(batch.discounts)
         weights = None if batch.weights is None else self._to_device(batch.weights)
-        if self.manual_mlp_step:
-            return self._finish_update(self._manual_mlp_step(obs, next_obs, actions, rewards, terminated, gamma))
         if c.noisy:  # fresh noise for every update, online and target (Fortunato et al. 2018, Algorithm 1)
             self.q_net.reset_noise()
             self.target_net.reset_noise()
@@ -372,34 +373,49 @@ class DQN:
             raise TrainingDiverged(f"the loss became {value} at env step {self.num_timesteps}; lower learning_rate")
         return value
 
-    def _manual_mlp_step(self, obs, next_obs, actions, rewards, terminated, gamma) -> float:
-        """``train_step``'s forward pass, TD target, loss, backward pass, clipping and Adam update for the plain MLP,
-        by the pure functions of ``qzoo.mlp_step``: autograd's arithmetic without its graph (RL-Zoo's CartPole MLP:
-        0.87 against 1.10 ms a step, 1.18x a whole run; benchmarks/README.md). Gradients land in each parameter's
-        ``.grad`` and Adam's moments in ``self.optimizer.state``, where torch.optim.Adam keeps them: checkpoints are
-        unchanged."""
-        c = self.config
-        if self._linears is None:  # the modules stay; their weights are read afresh at each step
-            self._linears = [[m for m in net.modules() if isinstance(m, torch.nn.Linear)]
-                             for net in (self.q_net, self.target_net)]
-        online, target = ([(m.weight, m.bias) for m in linears] for linears in self._linears)
-        x, next_x = obs.flatten(1).float(), next_obs.flatten(1).float()
-        next_q_online = mlp_q(online, next_x) if c.double_q else None
-        y = td_target(rewards, terminated, mlp_q(target, next_x), gamma, next_q_online)
-        inputs, q = mlp_forward(online, x)
-        taken = actions.unsqueeze(1)
-        q_taken = q.gather(1, taken).squeeze(1)
-        loss = q_loss(q_taken, y, c.loss)
-        d_q = torch.zeros_like(q).scatter_(1, taken, loss_gradient(q_taken, y, c.loss).unsqueeze(1))
-        params = [tensor for layer in online for tensor in layer]  # weight, bias, weight, ...: parameters() order
-        for param in params:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-        grads = [param.grad for param in params]
-        mlp_backward(online, inputs, d_q, list(zip(grads[0::2], grads[1::2])))
-        clip_grad_norm(grads, c.max_grad_norm)
-        adam_step(self.optimizer, params, grads)
-        return loss.item()
+    def train_steps(self, n: int) -> list[float]:
+        """``n`` gradient steps, as one train_freq crossing asks for; their losses. The plain MLP takes them in
+        bursts of at most MLP_BURST_ROWS sampled transitions (``_mlp_steps``): memory stays bounded whatever
+        gradient_steps and batch_size are."""
+        if not self.manual_mlp_step:
+            return [self.train_step() for _ in range(n)]
+        burst = max(1, MLP_BURST_ROWS // self.config.batch_size)
+        return [loss for start in range(0, n, burst) for loss in self._mlp_steps(min(burst, n - start))]
+
+    def _mlp_steps(self, n: int) -> list[float]:
+        """``n`` of ``train_step``'s gradient steps for the plain MLP by ``qzoo.mlp_step.FlatMLP``: autograd's and
+        Adam's arithmetic without a graph, the weights, gradients and moments in flat buffers (RL-Zoo's CartPole,
+        benchmarks/README.md). The target network only changes between env steps and uniform sampling does not
+        depend on the weights, so the n minibatches are drawn in one call and the target network's Q(s', .) is
+        computed in one pass over all of them; Double DQN's a* is still picked with each step's own weights.
+        The weights go back into ``q_net`` and Adam's moments into ``self.optimizer`` after the n steps."""
+        c, size = self.config, self.config.batch_size
+        batch = self.buffer.sample(n * size)
+
+        def per_step(array: np.ndarray) -> torch.Tensor:  # (n * B, ...) -> (n, B, ...)
+            return self._to_device(array).view(n, size, *array.shape[1:])
+
+        x, next_x = (per_step(a).flatten(2).float() for a in (batch.obs, batch.next_obs))
+        rewards, terminated = per_step(batch.rewards), per_step(batch.terminated)
+        gamma = c.gamma if batch.discounts is None else per_step(batch.discounts)
+        with torch.no_grad():
+            next_target = self.target_net(next_x.flatten(0, 1)).view(n, size, -1)
+        if self._flat_mlp is None:
+            linears = [m for m in self.q_net.modules() if isinstance(m, torch.nn.Linear)]
+            self._flat_mlp = (FlatMLP(linears, c.loss, c.max_grad_norm), linears)
+        flat, linears = self._flat_mlp
+        flat.load(linears, self.optimizer)
+        if c.double_q:
+            def target(k: int) -> torch.Tensor:
+                discount = gamma if isinstance(gamma, float) else gamma[k]
+                return td_target(rewards[k], terminated[k], next_target[k], discount, flat.q(next_x[k]))
+        else:
+            discount = gamma if isinstance(gamma, float) else gamma.flatten()
+            y = td_target(rewards.flatten(), terminated.flatten(), next_target.flatten(0, 1), discount).view(n, size)
+            target = y.__getitem__
+        deltas = flat.train(x, per_step(batch.actions).long(), target)
+        flat.store(linears, self.optimizer)
+        return [self._finish_update(value) for value in loss_values(deltas, c.loss).tolist()]
 
     def _target_forward(self, next_obs: torch.Tensor) -> torch.Tensor:
         """The target network's output at s', under the caller's autocast.
@@ -467,8 +483,8 @@ class DQN:
             steps = self._collect(epsilon, recorder)  # act epsilon-greedily, store (s, a, r, s') in D
             t = self.num_timesteps
             if t > c.learning_starts:
-                for _ in range(crossings(t, steps, c.train_freq) * gradient_steps):
-                    losses.append(self.train_step())  # a gradient step on a minibatch sampled from D
+                # gradient steps on minibatches sampled from D
+                losses.extend(self.train_steps(crossings(t, steps, c.train_freq) * gradient_steps))
             if crossings(t, steps, c.target_update_interval):
                 soft_update(self.target_net, self.q_net, c.tau)  # Q_target <- Q every C env steps
                 self._target_lowp = None

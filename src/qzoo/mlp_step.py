@@ -1,115 +1,162 @@
-"""The gradient step of a plain MLP Q-network, by hand: autograd's arithmetic in fewer operations.
+"""Gradient steps of a plain MLP Q-network by hand: autograd's and Adam's arithmetic in few, large operations.
 
 Why: RL-Zoo's CartPole-v1 preset takes 24,448 gradient steps of a 4-256-256-2 MLP on minibatches of 64 in a
-50k-step run. The matrix products of one step take about 0.17 ms here; autograd, ``torch.optim.Adam``'s Python
-wrapper and ``clip_grad_norm_`` add about 0.9 ms of per-operation overhead (benchmarks/mlp_floor.py). These pure
-functions compute the same step with plain tensor operations and no graph:
+50k-step run, 128 at a time. The matrix products of one step take about 0.17 ms here; autograd, the Python
+wrapper of ``torch.optim.Adam`` and ``clip_grad_norm_`` add about 0.9 ms of per-operation overhead
+(benchmarks/mlp_floor.py). ``FlatMLP`` keeps the weights, their gradients and Adam's two moments each in one
+flat buffer (the layers are views into it), so that clipping is one norm and Adam one fused kernel, and it
+computes each step with no graph:
 
     forward   h_0 = x,  h_l = relu(h_{l-1} W_l^T + b_l) for hidden layers,  Q = h_{L-1} W_L^T + b_L
-    loss      mean_i l(Q(s_i, a_i) - y_i),  l = Huber (smooth L1, beta 1) or squares
+    loss      mean_i l(delta_i),  delta_i = Q(s_i, a_i) - y_i,  l = Huber (smooth L1, beta 1) or squares
     backward  dQ[i, a_i] = l'(delta_i) / B;  dW_l = dz_l^T h_{l-1},  db_l = sum_i dz_l,
               dh_{l-1} = dz_l W_l,  dz_{l-1} = dh_{l-1} * [h_{l-1} > 0]
     clipping  g <- g * min(1, max_norm / (||g||_2 + 1e-6))               (as torch.nn.utils.clip_grad_norm_)
     Adam      m <- beta1 m + (1 - beta1) g,  v <- beta2 v + (1 - beta2) g^2,
               theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)   (Kingma & Ba 2015,
-              in torch.optim.Adam's form)
+              in torch.optim.Adam's form: its fused kernel, as torch.optim.Adam(fused=True))
 
-They agree with autograd and torch.optim.Adam to float32 rounding (tests/test_mlp_step.py). Nothing here imports
-qzoo; ``DQN.train_step`` decides when to use them.
+``FlatMLP.load`` copies the weights and Adam's state in from the ``nn.Linear`` layers and the
+``torch.optim.Adam`` that own them, ``store`` copies them back in the optimizer's own layout (``step``,
+``exp_avg``, ``exp_avg_sq`` per parameter): either path continues what the other began and checkpoints are
+unchanged. Steps agree with autograd and torch.optim.Adam to float32 rounding (tests/test_mlp_step.py).
+Nothing here imports qzoo; ``DQN`` decides when to use it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Callable, Sequence
 
 import torch
-
-Layer = tuple[torch.Tensor, torch.Tensor]  # (weight (out, in), bias (out,)) of one nn.Linear
-
-
-@torch.no_grad()
-def mlp_forward(layers: Sequence[Layer], x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The inputs of every layer [h_0 = x, h_1, ..., h_{L-1}] (B, width) and the output Q (B, A)."""
-    inputs = [x]
-    for weight, bias in layers[:-1]:
-        inputs.append(torch.relu(torch.addmm(bias, inputs[-1], weight.t())))
-    weight, bias = layers[-1]
-    return inputs, torch.addmm(bias, inputs[-1], weight.t())
+import torch.nn.functional as F
 
 
-def mlp_q(layers: Sequence[Layer], x: torch.Tensor) -> torch.Tensor:
-    """Q (B, A) only: for the target network and Double DQN's choice of a*."""
-    return mlp_forward(layers, x)[1]
+class FlatMLP:
+    """An MLP's weights, gradients and Adam moments as flat float32 buffers, and its gradient steps."""
+
+    def __init__(self, linears: Sequence[torch.nn.Linear], loss: str, max_norm: float):
+        if loss not in ("huber", "mse"):
+            raise ValueError(f"unknown loss {loss!r}")
+        self.loss, self.max_norm = loss, max_norm
+        tensors = [t for m in linears for t in (m.weight, m.bias)]  # parameters() order
+        self.shapes = [t.shape for t in tensors]
+        size, device = sum(t.numel() for t in tensors), tensors[0].device
+        self.params, self.grads, self.exp_avg, self.exp_avg_sq = (torch.zeros(size, device=device) for _ in range(4))
+        self.t = 0  # Adam's step count
+        self.layers, self.grad_layers = self._layers(self.params), self._layers(self.grads)
+        self.lr, self.betas, self.eps = 1e-3, (0.9, 0.999), 1e-8
+        self._inputs: list[torch.Tensor] = []  # h_0 .. h_{L-1} of the last forward pass
+        self._grad_scale = torch.ones((), device=device)  # the clipping factor's inverse
+        self._step_count = torch.zeros((), device=device)  # t as the fused kernel reads it
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [math.prod(shape) for shape in self.shapes]
+        return [part.view(shape) for part, shape in zip(flat.split(sizes), self.shapes)]
+
+    def _layers(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        views = self._views(flat)
+        return list(zip(views[0::2], views[1::2]))
+
+    # ------------------------------------------------------------------------------ in and out
+
+    @torch.no_grad()
+    def load(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
+        """Copy in the layers' weights and the Adam state ``optimizer`` (one parameter group) keeps for them."""
+        tensors = [t for m in linears for t in (m.weight, m.bias)]
+        torch.cat([t.reshape(-1) for t in tensors], out=self.params)
+        group = optimizer.param_groups[0]
+        self.lr, self.betas, self.eps = group["lr"], group["betas"], group["eps"]
+        states = [optimizer.state.get(t) for t in tensors]
+        if not all(states):  # no step taken yet
+            self.exp_avg.zero_(), self.exp_avg_sq.zero_()
+            self.t = 0
+        else:
+            torch.cat([s["exp_avg"].reshape(-1) for s in states], out=self.exp_avg)
+            torch.cat([s["exp_avg_sq"].reshape(-1) for s in states], out=self.exp_avg_sq)
+            self.t = int(states[0]["step"])
+        self._guard_moments()
+
+    @torch.no_grad()
+    def store(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
+        """Copy the weights back into the layers and Adam's state into ``optimizer``, in its own layout."""
+        tensors = [t for m in linears for t in (m.weight, m.bias)]
+        for tensor, flat, m, v in zip(tensors, self._views(self.params), self._views(self.exp_avg),
+                                      self._views(self.exp_avg_sq)):
+            tensor.copy_(flat)
+            state = optimizer.state[tensor]
+            if not state:
+                state.update(step=torch.zeros((), device=tensor.device), exp_avg=torch.empty_like(tensor),
+                             exp_avg_sq=torch.empty_like(tensor))
+            state["step"].fill_(float(self.t))
+            state["exp_avg"].copy_(m)
+            state["exp_avg_sq"].copy_(v)
+
+    # ------------------------------------------------------------------------------ steps
+
+    @torch.no_grad()
+    def q(self, x: torch.Tensor) -> torch.Tensor:
+        """Q (B, A) with the current flat weights; keeps the layer inputs for ``step``'s backward pass."""
+        self._inputs = [x]
+        for weight, bias in self.layers[:-1]:
+            self._inputs.append(torch.addmm(bias, self._inputs[-1], weight.t()).relu_())
+        weight, bias = self.layers[-1]
+        return torch.addmm(bias, self._inputs[-1], weight.t())
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, index: torch.Tensor, onehot: torch.Tensor, y: torch.Tensor,
+             delta: torch.Tensor) -> None:
+        """One gradient step on the minibatch x (B, D) with actions ``index`` (B, 1) long and ``onehot`` (B, A),
+        TD targets y (B,); writes delta = Q(s, a) - y into ``delta`` (B,)."""
+        q = self.q(x)
+        torch.sub(q.gather(1, index).squeeze_(1), y, out=delta)
+        slope = delta.clamp(-1.0, 1.0) if self.loss == "huber" else delta * 2.0  # l'(delta)
+        dz = onehot * slope.mul_(1.0 / len(delta)).unsqueeze_(1)  # dLoss/dQ (B, A)
+        for layer in range(len(self.layers) - 1, -1, -1):
+            (weight, _), (grad_weight, grad_bias), h = self.layers[layer], self.grad_layers[layer], self._inputs[layer]
+            torch.mm(dz.t(), h, out=grad_weight)
+            torch.sum(dz, dim=0, out=grad_bias)
+            if layer > 0:  # through this layer into the ReLU that made its input
+                dz = torch.ops.aten.threshold_backward(torch.mm(dz, weight), h, 0.0)  # one op: dh * [h > 0]
+        # clip_grad_norm_: g <- g * min(1, max_norm / (||g|| + 1e-6)); the fused kernel divides g by grad_scale.
+        norm = torch.linalg.vector_norm(self.grads)
+        torch.div(norm.add_(1e-6), self.max_norm, out=self._grad_scale).clamp_(min=1.0)
+        self.t += 1
+        if self.t % 100 == 0:
+            self._guard_moments()
+        beta1, beta2 = self.betas
+        self._step_count.fill_(float(self.t))
+        # torch.optim.Adam(fused=True)'s own kernel, called directly: its step() wrapper costs more than the kernel.
+        torch._fused_adam_([self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self._step_count],
+                           lr=self.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
+                           maximize=False, grad_scale=self._grad_scale, found_inf=None)
+
+    def _guard_moments(self) -> None:
+        """Keep Adam's moments off this CPU's slow paths (measured here, benchmarks/README.md): its vectorised sqrt
+        is 10x slower on zeros, and arithmetic 20-35x slower on denormal numbers (below 1.2e-38) in torch's worker
+        threads, which the flush-to-zero flag of ``torch.set_flush_denormal`` does not reach. A ReLU unit that never
+        fires has v = 0 (a quarter of CartPole's weights); one that stops firing has zero gradients, and its m
+        decays by beta1 a step into denormals within a few hundred steps. So every 100 steps (and on ``load``)
+        m below 1e-30 in magnitude becomes 0 and v is raised to at least 1e-30 (it cannot decay below 0.9e-30 in
+        100 steps). Either changes an update by less than 1e-7 of itself (sqrt(v) < 1e-15 against eps = 1e-8):
+        float32's resolution. Without it, Adam took longer than the matrix products of the step."""
+        self.exp_avg.masked_fill_(self.exp_avg.abs() < 1e-30, 0.0)
+        self.exp_avg_sq.clamp_(min=1e-30)
+
+    def train(self, x: torch.Tensor, actions: torch.Tensor, target: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """K gradient steps, step k on the minibatch x[k] (K, B, D) with actions[k] (K, B) and the TD targets
+        ``target(k)`` (B,), asked for just before step k (Double DQN's a* needs that step's weights).
+        Returns delta = Q(s, a) - y of every step (K, B)."""
+        n_actions = self.shapes[-1][0]
+        onehot = F.one_hot(actions, n_actions).to(x.dtype)
+        index = actions.unsqueeze(2)
+        deltas = torch.empty(actions.shape, device=x.device)
+        for k in range(len(actions)):
+            self.step(x[k], index[k], onehot[k], target(k), deltas[k])
+        return deltas
 
 
-@torch.no_grad()
-def loss_gradient(q_taken: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """d mean_i l(delta_i) / d Q(s_i, a_i), delta = Q(s, a) - y (B,).
-
-    Huber (beta 1): delta inside [-1, 1], its sign outside: ``clamp`` (Mnih et al. 2015 'clip the error term');
-    squares: 2 delta. Both divided by B for the mean.
-    """
-    delta = q_taken - target
-    if kind == "huber":
-        return delta.clamp_(-1.0, 1.0).div_(len(delta))
-    if kind == "mse":
-        return delta.mul_(2.0 / len(delta))
-    raise ValueError(f"unknown loss {kind!r}")
-
-
-@torch.no_grad()
-def mlp_backward(layers: Sequence[Layer], inputs: Sequence[torch.Tensor], d_out: torch.Tensor,
-                 grads: Sequence[Layer]) -> None:
-    """Write dLoss/dW and dLoss/db of every layer into ``grads`` (same shapes as ``layers``), given
-    d_out = dLoss/dQ (B, A) and the layer inputs of ``mlp_forward``."""
-    dz = d_out
-    for index in range(len(layers) - 1, -1, -1):
-        weight, _ = layers[index]
-        grad_weight, grad_bias = grads[index]
-        torch.mm(dz.t(), inputs[index], out=grad_weight)
-        torch.sum(dz, dim=0, out=grad_bias)
-        if index > 0:  # through layer `index` into the ReLU that made its input
-            dz = torch.mm(dz, weight).mul_(inputs[index] > 0)
-
-
-@torch.no_grad()
-def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale the gradients so that their joint 2-norm is at most ``max_norm``; returns the norm before."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
-
-
-@torch.no_grad()
-def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-                exp_avg_sqs: list[torch.Tensor], step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
-    """One Adam update at step ``step`` (counting from 1), in place, as torch.optim.Adam computes it."""
-    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
-    # sqrt(v + 1e-30): this CPU's vectorised sqrt is 5-15x slower on zeros (ReLU units that never fire leave
-    # v = 0: a third of CartPole's 256x256 weights), measured here. Where v = 0, m = 0 too and the update is 0
-    # either way; elsewhere v >= 1e-21 and 1e-30 is below float32's resolution.
-    denom = torch._foreach_add(exp_avg_sqs, 1e-30)
-    torch._foreach_sqrt_(denom)
-    torch._foreach_div_(denom, (1.0 - beta2**step) ** 0.5)
-    torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, -lr / (1.0 - beta1**step))
-
-
-@torch.no_grad()
-def adam_step(optimizer: torch.optim.Adam, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-    """``adam_update`` on the moments that ``optimizer`` (a torch.optim.Adam over ``params``, one parameter group)
-    keeps, in its own layout (``step``, ``exp_avg``, ``exp_avg_sq``): either can continue what the other began,
-    and its ``state_dict`` checkpoints them unchanged."""
-    group, states = optimizer.param_groups[0], [optimizer.state[param] for param in params]
-    for param, state in zip(params, states):
-        if not state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=param.device)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-    steps = [state["step"] for state in states]
-    torch._foreach_add_(steps, 1.0)
-    beta1, beta2 = group["betas"]
-    adam_update(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                int(steps[0].item()), group["lr"], beta1, beta2, group["eps"])
+def loss_values(deltas: torch.Tensor, kind: str) -> torch.Tensor:
+    """The mean loss of each step (K,) from its TD errors (K, B): what ``qzoo.losses.q_loss`` reported."""
+    per_sample = F.smooth_l1_loss if kind == "huber" else F.mse_loss
+    return per_sample(deltas, torch.zeros_like(deltas), reduction="none").mean(dim=1)

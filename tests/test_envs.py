@@ -1,5 +1,8 @@
 """The env factory on real Gymnasium and ALE envs."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -78,9 +81,22 @@ def test_vector_envs_pass_through_and_atari_is_detected():
     assert is_atari(SPACE_INVADERS) and not is_atari("CartPole-v1")
 
 
+def test_classic_envs_load_neither_ale_nor_minatar():
+    """Regression: every make_env imported ale_py and minatar (which imports matplotlib, pandas and scipy),
+    120 MB of a CartPole run's memory. A fresh interpreter, since this one may have loaded them already."""
+    code = ("import sys; from qzoo.envs import make_env; make_env('CartPole-v1'); "
+            "print(sorted(m for m in ('ale_py', 'minatar', 'matplotlib', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_bad_env_ids_and_continuous_actions_are_clear_errors():
     with pytest.raises(QzooError, match="did you mean CartPole-v1"):
         make_env("CartPol-v1")
+    with pytest.raises(QzooError, match="did you mean .*PongNoFrameskip-v4"):  # ALE's ids are suggested too
+        make_env("PongNoFrameskip-v5")
+    with pytest.raises(QzooError, match="did you mean MinAtar/Breakout-v1"):
+        make_env("MinAtar/Breakot-v1")
     with pytest.raises(QzooError, match="discrete actions"):
         make_env("Pendulum-v1")
     with pytest.raises(QzooError, match="env_kwargs"):

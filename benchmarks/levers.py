@@ -152,9 +152,12 @@ def main() -> None:
         ("bfloat16, fused Adam, separate forward passes (the fast path until 2026-11-24)",
          dict(fused_forward=False, bf16=True), {"fused": True}),
         ("+ pixel bytes cast straight to bfloat16", dict(fused_forward=False, bf16=True), {"fused": True}),
-        ("+ the target network kept in bfloat16 (qzoo's fast path)",
+        ("+ the target network kept in bfloat16",
+         dict(fused_forward=False, bf16=True, target_copy=True), {"fused": True}),
+        ("+ channels-last weights and minibatches (qzoo's fast path)",
          dict(fused_forward=False, bf16=True, target_copy=True), {"fused": True}),
     ]
+    channels_last_rows = 8  # from this row on, NHWC weights and minibatches
     byte_route_rows = 6  # the rows above "+ pixel bytes cast straight to bfloat16" use the float32 route
     print(f"torch {torch.__version__}, {args.threads} threads\n")
     print("| lever | ms per gradient step | vs plain |\n|---|---|---|")
@@ -162,8 +165,11 @@ def main() -> None:
     for i, (name, kwargs, adam) in enumerate(rows):
         torch.manual_seed(0)
         net = (Float32BytesCNN if i < byte_route_rows else NatureCNN)(4, 6)
+        layout = torch.channels_last if i >= channels_last_rows else torch.contiguous_format
+        net = net.to(memory_format=layout)
         target = copy.deepcopy(net).requires_grad_(False)
-        step = make_step(net, target, torch.optim.Adam(net.parameters(), lr=1e-4, **adam), batch, **kwargs)
+        minibatch = tuple(t.contiguous(memory_format=layout) if t.dim() == 4 else t for t in batch)
+        step = make_step(net, target, torch.optim.Adam(net.parameters(), lr=1e-4, **adam), minibatch, **kwargs)
         for _ in range(3):
             step()
         times = []

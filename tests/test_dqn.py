@@ -1,5 +1,7 @@
 """The agent: gradient step, determinism, save/load, predict."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,25 @@ def test_acting_is_float32_whatever_the_training_precision():
     with torch.no_grad():
         float32_q = agent.q_net(torch.from_numpy(obs)[None]).numpy()[0]
     assert np.array_equal(agent.q_values(obs), float32_q)
+
+
+def test_bfloat16_frame_cnns_train_channels_last_as_the_plain_layout_does(tmp_path):
+    """Channels-last (NHWC) weights and minibatches for the bfloat16 Nature CNN: the same gradient step as the
+    usual layout up to bfloat16 rounding, and model files that load into either layout with the same weights."""
+    agent = DQN("BreakoutNoFrameskip-v4", **ATARI_FAST)
+    conv = agent.q_net.features[0]
+    assert agent.memory_format == torch.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert DQN("BreakoutNoFrameskip-v4", **{**ATARI_FAST, "precision": "float32"}).memory_format == torch.contiguous_format
+    agent.learn(200)  # fills the memory; the first gradient step comes after learning_starts
+    plain = copy.deepcopy(agent)
+    plain.memory_format = torch.contiguous_format
+    for net in (plain.q_net, plain.target_net):
+        net.to(memory_format=torch.contiguous_format)
+    assert plain.q_net.features[0].weight.is_contiguous()
+    losses = [(agent.train_step(), plain.train_step()) for _ in range(5)]  # the same minibatches (same generator)
+    np.testing.assert_allclose(*zip(*losses), rtol=0.02)
+    for a, b in zip(agent.q_net.parameters(), plain.q_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=0.02, atol=2e-4)
+    agent.save(tmp_path / "model.pt")
+    loaded = DQN.load(tmp_path / "model.pt", precision="float32")  # channels-last file into the usual layout
+    assert loaded.memory_format == torch.contiguous_format and loaded.weights_sha256() == agent.weights_sha256()

@@ -32,6 +32,11 @@ import torch
 import torch.nn.functional as F
 
 
+def _tensors(linears: Sequence[torch.nn.Linear]) -> list[torch.Tensor]:
+    """weight, bias, weight, bias, ...: the layers' parameters in ``parameters()`` order."""
+    return [t for m in linears for t in (m.weight, m.bias)]
+
+
 class FlatMLP:
     """An MLP's weights, gradients and Adam moments as flat float32 buffers, and its gradient steps."""
 
@@ -39,7 +44,7 @@ class FlatMLP:
         if loss not in ("huber", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         self.loss, self.max_norm = loss, max_norm
-        tensors = [t for m in linears for t in (m.weight, m.bias)]  # parameters() order
+        tensors = _tensors(linears)
         self.shapes = [t.shape for t in tensors]
         size, device = sum(t.numel() for t in tensors), tensors[0].device
         self.params, self.grads, self.exp_avg, self.exp_avg_sq = (torch.zeros(size, device=device) for _ in range(4))
@@ -63,7 +68,7 @@ class FlatMLP:
     @torch.no_grad()
     def load(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
         """Copy in the layers' weights and the Adam state ``optimizer`` (one parameter group) keeps for them."""
-        tensors = [t for m in linears for t in (m.weight, m.bias)]
+        tensors = _tensors(linears)
         torch.cat([t.reshape(-1) for t in tensors], out=self.params)
         group = optimizer.param_groups[0]
         self.lr, self.betas, self.eps = group["lr"], group["betas"], group["eps"]
@@ -80,7 +85,7 @@ class FlatMLP:
     @torch.no_grad()
     def store(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
         """Copy the weights back into the layers and Adam's state into ``optimizer``, in its own layout."""
-        tensors = [t for m in linears for t in (m.weight, m.bias)]
+        tensors = _tensors(linears)
         for tensor, flat, m, v in zip(tensors, self._views(self.params), self._views(self.exp_avg),
                                       self._views(self.exp_avg_sq)):
             tensor.copy_(flat)

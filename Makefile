@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-extras-stamp
 
 .PHONY: install demo test test-fast clean postgres
 
@@ -21,16 +22,21 @@ demo: install
 	$(BIN)/qzoo train --env CartPole-v1 --until-solved -n 100000 --seed 0 --run-dir $$run && \
 	$(BIN)/qzoo evaluate $$run --best --episodes 20
 
-# Every tier: unit, integration, learning, Atari and PostgreSQL tests.
-test: install postgres
+# Every tier: unit, integration, learning, Atari, EnvPool and PostgreSQL tests.
+test: install postgres $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The tests also run the optional envpool extra (vec_env: envpool), which make demo does not need.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,envpool]'
+	touch $(TEST_STAMP)
 
 # The distributed-tuning test starts its own PostgreSQL server; install Debian's where it is missing.
 postgres:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-test-fast: install
+test-fast: install $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

@@ -98,3 +98,35 @@ def test_a_run_of_several_copies_saves_its_model_and_refuses_an_inexact_resume(t
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "cannot resume exactly" in capsys.readouterr().err
+
+
+def test_envpool_copies_store_real_transitions_and_report_real_scores():
+    """vec_env envpool: EnvPool's C++ Atari envs, whose NEXT_STEP reset steps store nothing. Stored transitions chain
+    frame by frame (next_obs is obs shifted by one new frame: the true final observation, never a reset one),
+    rewards are clipped while each game reports its real score, and every count is in stored env steps."""
+    recorder = Episodes()
+    agent = DQN("SpaceInvadersNoFrameskip-v4", n_envs=2, vec_env="envpool", buffer_size=5000, learning_starts=2400,
+                eval_freq=0, checkpoint_freq=0, seed=0, n_timesteps=2400)
+    vector_steps, step = [], agent.env.step
+    agent.env.step = lambda actions: vector_steps.append(1) or step(actions)
+    agent.learn(recorder=recorder)
+    rows = len(agent.buffer)
+    assert agent.num_timesteps == rows == 2400
+    # Each ended episode costs its copy one reset step that stores nothing (but those still to come).
+    ended = int(agent.buffer.terminated[:rows].sum() + agent.buffer.truncated[:rows].sum())
+    assert 2 * len(vector_steps) - rows == ended - int(agent.env.ended.sum()) > 0
+    batch = agent.buffer.sample(2000)
+    np.testing.assert_array_equal(batch.next_obs[:, :-1], batch.obs[:, 1:])
+    assert set(np.unique(agent.buffer.rewards[:rows])) <= {0.0, 1.0} and agent.buffer.rewards[:rows].sum() > 0
+    assert agent.buffer.terminated[:rows].sum() >= 3 * len(recorder.returns)  # a lost life ends a training episode
+    assert recorder.returns and all(r % 5 == 0 and length > 100 for r, length in recorder.returns)
+    assert any(r > 5 for r, _ in recorder.returns)  # real points (5 to 200 a hit), not the clipped 1s
+
+
+def test_envpool_is_for_atari_games_with_the_nature_protocol():
+    from qzoo.errors import QzooError
+
+    with pytest.raises(QzooError, match="vec_env envpool runs ALE's"):
+        DQN("CartPole-v1", **SMALL, n_envs=2, vec_env="envpool")
+    with pytest.raises(QzooError, match="atari_crop"):
+        DQN("BreakoutNoFrameskip-v4", n_envs=2, vec_env="envpool", atari_crop=[10, 0, 0, 0], buffer_size=1000)

@@ -75,8 +75,9 @@ class DQNConfig:
     seed: int = _param(0, "random seed of the run", "int")
     device: str = _param("auto", "torch device: auto picks cuda when present", "str", ("auto", "cpu", "cuda"))
     n_envs: int = _param(1, "copies of the env stepped together; every interval still counts env steps", "int")
-    vec_env: str = _param("async", "with n_envs > 1: async steps the copies in subprocesses, sync in this one",
-                          "str", ("async", "sync"))
+    vec_env: str = _param("async", "with n_envs > 1: async steps the copies in subprocesses, sync in this one, "
+                          "envpool in EnvPool's C++ threads (Atari *NoFrameskip-v4; the envpool extra)",
+                          "str", ("async", "sync", "envpool"))
     replay_compression: str = _param(
         "none", "stacked frames kept as lossless LZ4 blocks: about 1.7 KB instead of 7.2 KB per Atari transition",
         "str", ("none", "lz4"),

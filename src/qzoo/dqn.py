@@ -39,7 +39,7 @@ from qzoo.networks import FRAME_NETWORKS, MLP, QNetwork, build_q_network, choose
 from qzoo.periodic import after_env_step, crossings, evaluate_agent
 from qzoo.schedules import linear_schedule
 from qzoo.sumtree import beta_schedule
-from qzoo.vector import final_observations, finished_episodes, make_vector_env
+from qzoo.vector import final_observations, finished_episodes, make_envpool, make_vector_env
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
@@ -109,7 +109,10 @@ class DQN:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
-        if config.n_envs > 1:
+        if config.n_envs > 1 and config.vec_env == "envpool":
+            self.env = make_envpool(env_id, config.n_envs, config.seed, self._env_options())
+            space, actions = self.env.single_observation_space, self.env.single_action_space
+        elif config.n_envs > 1:
             self.env = make_vector_env(make_env, config.n_envs, config.vec_env == "async", env_id=env_id,
                                        options=self._env_options(), training=True)
             space, actions = self.env.single_observation_space, self.env.single_action_space
@@ -303,14 +306,17 @@ class DQN:
         actions = self._act_batch(self._obs, epsilon)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         true_next = final_observations(next_obs, info)  # the copies that reset show their final obs here
-        for i in range(len(actions)):
+        # EnvPool's NEXT_STEP autoreset: a copy whose episode ended last step only reset now (no transition).
+        resets = getattr(self.env, "autoresets", None)
+        copies = [i for i in range(len(actions)) if resets is None or not resets[i]]
+        for i in copies:
             self.buffer.add(self._obs[i], int(actions[i]), float(rewards[i]), true_next[i], bool(terminated[i]),
                             bool(truncated[i]), env_index=i)
         self._obs = next_obs
-        self.num_timesteps += len(actions)
+        self.num_timesteps += len(copies)
         for _, episode_return, length in finished_episodes(info):
             self._end_episode(recorder, episode_return, length)
-        return len(actions)
+        return len(copies)
 
     def _end_episode(self, recorder: Recorder | None, episode_return: float, length: int) -> None:
         self.num_episodes += 1

@@ -153,7 +153,8 @@ def test_bfloat16_frame_cnns_train_channels_last_as_the_plain_layout_does(tmp_pa
     agent = DQN("BreakoutNoFrameskip-v4", **ATARI_FAST)
     conv = agent.q_net.features[0]
     assert agent.memory_format == torch.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert DQN("BreakoutNoFrameskip-v4", **{**ATARI_FAST, "precision": "float32"}).memory_format == torch.contiguous_format
+    float32 = DQN("BreakoutNoFrameskip-v4", **{**ATARI_FAST, "precision": "float32"})
+    assert float32.memory_format == torch.contiguous_format
     agent.learn(200)  # fills the memory; the first gradient step comes after learning_starts
     plain = copy.deepcopy(agent)
     plain.memory_format = torch.contiguous_format

@@ -54,7 +54,7 @@ def finished_episodes(info: dict[str, Any]) -> list[tuple[int, float, int]]:
 class EnvPoolAtari:
     """EnvPool's C++ Atari envs (``envpool.make_gymnasium``), with the ``nature`` protocol of ``qzoo.envs``: up to 30
     no-op starts, 4 frames a step with the max of the last two, FIRE on reset where the game needs it, a 27,000-step
-    limit, 84x84 grayscale frames by INTER_AREA, ``frame_stack`` frames; for training, a lost life ends the episode
+    limit, 84x84 grayscale frames by INTER_AREA, ``frame_stack`` frames; a training env: a lost life ends the episode
     (the game goes on) and rewards are clipped to their sign. EnvPool follows OpenAI Baselines' wrappers in
     Baselines' order (envpool docs, Atari).
 
@@ -65,7 +65,7 @@ class EnvPoolAtari:
     used between games: it restarts the game, lives included, where a lost life must only continue it (measured).
     """
 
-    def __init__(self, env_id: str, n_envs: int, seed: int, frame_stack: int, training: bool):
+    def __init__(self, env_id: str, n_envs: int, seed: int, frame_stack: int):
         try:
             import envpool
         except ImportError:
@@ -73,8 +73,8 @@ class EnvPoolAtari:
         self.env = envpool.make_gymnasium(
             env_id.removesuffix("NoFrameskip-v4") + "-v5", num_envs=n_envs, seed=seed, stack_num=frame_stack,
             img_height=84, img_width=84, gray_scale=True, frame_skip=4, noop_max=30, use_fire_reset=True,
-            repeat_action_probability=0.0, max_episode_steps=ATARI_MAX_EPISODE_STEPS, episodic_life=training,
-            reward_clip=training, full_action_space=False,
+            repeat_action_probability=0.0, max_episode_steps=ATARI_MAX_EPISODE_STEPS, episodic_life=True,
+            reward_clip=True, full_action_space=False,
         )
         self.num_envs = n_envs
         self.single_observation_space, self.single_action_space = self.env.observation_space, self.env.action_space
@@ -98,7 +98,8 @@ class EnvPoolAtari:
         game_over = info["terminated"].astype(bool) | truncated
         out: dict[str, Any] = {}
         if game_over.any():
-            out["final_info"] = {"episode": {"r": self._returns.copy(), "l": self._lengths.copy()}, "_episode": game_over}
+            episode = {"r": self._returns.copy(), "l": self._lengths.copy()}
+            out["final_info"] = {"episode": episode, "_episode": game_over}
             self._returns[game_over], self._lengths[game_over] = 0.0, 0
         return obs, rewards, terminated, truncated, out
 
@@ -113,4 +114,4 @@ def make_envpool(env_id: str, n_envs: int, seed: int, options: Any) -> EnvPoolAt
         raise QzooError(f"vec_env envpool runs ALE's *NoFrameskip-v4 games with the nature protocol, not {env_id}")
     if options.atari_crop is not None or options.env_kwargs:
         raise QzooError("vec_env envpool takes neither atari_crop nor env_kwargs")
-    return EnvPoolAtari(env_id, n_envs, seed, options.frame_stack, training=True)
+    return EnvPoolAtari(env_id, n_envs, seed, options.frame_stack)

@@ -170,15 +170,7 @@ def main() -> None:
         target = copy.deepcopy(net).requires_grad_(False)
         minibatch = tuple(t.contiguous(memory_format=layout) if t.dim() == 4 else t for t in batch)
         step = make_step(net, target, torch.optim.Adam(net.parameters(), lr=1e-4, **adam), minibatch, **kwargs)
-        for _ in range(3):
-            step()
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times.append((time.perf_counter() - start) / args.steps * 1000)
-        ms = statistics.median(times)
+        ms = median_ms(step, args.steps)
         base = base or ms
         print(f"| {name} | {ms:.1f} | {base / ms:.2f}x |")
 
@@ -186,15 +178,8 @@ def main() -> None:
     net, one = NatureCNN(4, 6), batch[0][:1]
     for name, bf16 in (("float32 (qzoo acts so)", False), ("bfloat16 autocast", True)):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            for _ in range(20):
-                net(one)
-            times = []
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(100):
-                    net(one).argmax()
-                times.append((time.perf_counter() - start) / 100 * 1000)
-        print(f"| {name} | {statistics.median(times):.2f} |")
+            ms = median_ms(lambda: net(one).argmax(), 100, warmup=20)
+        print(f"| {name} | {ms:.2f} |")
     if args.dropped:
         print("\n| dropped lever | ms |\n|---|---|")
         for name, ms in overlap_rows(args.threads) + space_to_depth_rows():

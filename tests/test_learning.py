@@ -19,7 +19,7 @@ def test_dqn_solves_cartpole_within_50k_steps_for_two_of_three_seeds(manual_mlp_
         agent = DQN("CartPole-v1", seed=seed, n_timesteps=50_000, n_eval_episodes=20, eval_freq=2500,
                     stop_reward=475.0, manual_mlp_step=manual_mlp_step)
         agent.learn()
-        outcomes[seed] = (agent.best_mean_return, agent.num_timesteps)
+        outcomes[seed] = (agent.evaluations.best_mean_return, agent.num_timesteps)
     solved = [seed for seed, (best, steps) in outcomes.items() if best >= 475 and steps <= 50_000]
     assert len(solved) >= 2, outcomes
 

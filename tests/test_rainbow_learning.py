@@ -33,7 +33,7 @@ def solve(algo: str, switches: dict, seeds=(0, 1, 2), needed: int = 2) -> dict[i
                      "stop_reward": 475.0, "torch_threads": 1}
         config, _ = cfg.resolve("CartPole-v1", family("CartPole-v1"), overrides=overrides, algo=algo)
         agent = DQN("CartPole-v1", config).learn()
-        outcomes[seed] = (agent.best_mean_return, agent.num_timesteps)
+        outcomes[seed] = (agent.evaluations.best_mean_return, agent.num_timesteps)
         if sum(best >= 475 for best, _ in outcomes.values()) >= needed:
             break
     return outcomes

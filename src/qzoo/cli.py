@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from qzoo.errors import QzooError
+from qzoo.algos import ALGOS
+from qzoo.errors import EXIT_INTERRUPTED, QzooError
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, SpaceInvadersNoFrameskip-v4")
     train.add_argument("--from", dest="source", metavar="DIR_OR_HUB_ID",
                        help="start from the weights and hyperparameters of a run, a pushed folder or a Hub repo")
-    train.add_argument("--algo", default="dqn", choices=["dqn", "rainbow", "der", "qlearning"],
+    train.add_argument("--algo", default="dqn", choices=ALGOS,
                        help="dqn (default); rainbow: DQN with every Rainbow switch on (Hessel 2018 presets); "
                        "der: data-efficient Rainbow for Atari 100k (van Hasselt 2019); "
                        "or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="search hyperparameters with Optuna (TPE + median pruning)")
     tune.add_argument("--env", required=True)
-    tune.add_argument("--algo", default="dqn", choices=["dqn", "rainbow", "der", "qlearning"],
+    tune.add_argument("--algo", default="dqn", choices=ALGOS,
                       help="rainbow / der also search n_step, prioritisation, NoisyNets sigma0 and Adam epsilon")
     tune.add_argument("--trials", type=int, default=20, help="trials this command runs (default 20)")
     tune.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
@@ -139,140 +139,47 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------- commands
 
 
-def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from qzoo import config as cfg
-    from qzoo.algos import agent_class
-    from qzoo.buffer import check_fits
-    from qzoo.envs import env_spec, family
-    from qzoo.hub import fetch
-    from qzoo.runs import RunRecorder, default_run_dir
+    from qzoo import training
 
+    progress = False if args.no_progress or args.json else None
     if args.resume:
-        return _resume_train(args, argv)
-    source_agent = None
-    if args.source:
-        source_agent, _ = _load_agent(str(fetch(args.source)))
-        if args.env and args.env != source_agent.env_id:
-            raise QzooError(f"--from holds a {source_agent.env_id} agent, not {args.env}")
-        if args.algo != source_agent.algo and "--algo" in argv:
-            raise QzooError(f"--from holds a {source_agent.algo} agent, not {args.algo}")
-        args.env, args.algo = source_agent.env_id, source_agent.algo
-    elif not args.env:
-        raise QzooError("the following arguments are required: --env (or --resume RUN_DIR, or --from)")
-    overrides = cfg.parse_assignments(args.set, "--set")
-    if args.deterministic and args.algo != "qlearning":  # a Q-table run is exact already
-        overrides = {"device": "cpu", "torch_threads": 1, **overrides, "deterministic": True}
-    if args.steps is not None:
-        overrides["n_timesteps"] = args.steps
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.until_solved:
-        threshold = env_spec(args.env).reward_threshold
-        if threshold is None:
-            raise QzooError(f"{args.env} has no reward threshold; use --set stop_reward=VALUE")
-        overrides["stop_reward"] = float(threshold)
-    env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
-    if source_agent is not None:
-        # The source's hyperparameters stand where a preset would; -c and --set still come after.
-        base = source_agent.config.to_dict()
-        config, notes = cfg.resolve(args.env, None, args.config, {**base, **overrides}, env_kwargs, args.algo,
-                                    presets=False)
-        notes.insert(0, f"from: {args.source} ({source_agent.num_timesteps} env steps)")
+        changes = [flag for flag, given in [
+            ("--env", args.env), ("-n", args.steps is not None), ("--seed", args.seed is not None),
+            ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set), ("--env-kwargs", args.env_kwargs),
+            ("--until-solved", args.until_solved), ("--deterministic", args.deterministic),
+            ("--dry-run", args.dry_run), ("--from", args.source)] if given]
+        if changes:
+            raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
+        run = training.resume(args.resume, argv=args.argv, progress=progress)
     else:
-        config, notes = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
-
-    agent = agent_class(args.algo)(args.env, config)
-    if source_agent is not None:
-        agent.initialise_from(source_agent)
-    if not args.dry_run:
-        check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
-    if not args.json:
-        for note in notes:
-            print(f"qzoo: {note}", file=sys.stderr)
-    if args.dry_run:
-        report = {"env_id": args.env, "algo": args.algo, "config": config.to_dict(), "notes": notes,
-                  **agent.describe()}
-        _print(report, args.json)
-        return 0
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.runs_root, args.algo, args.env, config.seed)
-    recorder = RunRecorder(run_dir, agent, argv, notes, progress=False if args.no_progress or args.json else None)
-    return _learn(agent, recorder, None, run_dir, args)
-
-
-def _resume_train(args: argparse.Namespace, argv: list[str]) -> int:
-    """``qzoo train --resume RUN``: every check passes before anything in the run folder changes."""
-    from qzoo import checkpoint
-    from qzoo.algos import agent_class
-    from qzoo.runs import RunRecorder, read_meta
-
-    changes = [flag for flag, given in [("--env", args.env), ("-n", args.steps is not None),
-               ("--seed", args.seed is not None), ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set),
-               ("--env-kwargs", args.env_kwargs), ("--until-solved", args.until_solved),
-               ("--deterministic", args.deterministic), ("--dry-run", args.dry_run)] if given]
-    if changes:
-        raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
-    run_dir = Path(args.resume)
-    if _saved_n_envs(run_dir) > 1:
-        raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot resume "
-                        f"exactly; start a new run from its weights with --from {run_dir}")
-    saved = checkpoint.read_latest(run_dir)
-    if read_meta(run_dir).get("status") == "finished":
-        raise QzooError(f"{run_dir} finished its {read_meta(run_dir).get('steps')} env steps; nothing to resume")
-    agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
-    recorder = RunRecorder(run_dir, agent, argv, [], progress=False if args.no_progress or args.json else None,
-                           resume=saved)
-    return _learn(agent, recorder, agent.horizon - agent.num_timesteps, run_dir, args)
-
-
-def _saved_n_envs(run_dir: Path) -> int:
-    """n_envs of a run folder's config.yml (1 where it cannot be read)."""
-    import yaml
-
-    try:
-        entries = yaml.safe_load((run_dir / "config.yml").read_text())
-        return int(next(iter(entries.values())).get("n_envs", 1))
-    except (OSError, yaml.YAMLError, AttributeError, StopIteration, TypeError, ValueError):
-        return 1
-
-
-def _learn(agent, recorder, total_timesteps: int | None, run_dir: Path, args: argparse.Namespace) -> int:
-    """Train, then close the run folder: finished, interrupted by a signal, or failed.
-
-    On an error (a NaN loss, a full disk) no model is saved: the last good checkpoint stays the newest
-    and run.json says ``failed`` with the message.
-    """
-    status, code = "finished", 0
-    with recorder.stopping_on_signals():
-        try:
-            agent.learn(total_timesteps, recorder=recorder)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a checkpoint
-            status, code = "interrupted", EXIT_INTERRUPTED
-        except BaseException as exc:
-            recorder.fail(agent, str(exc))
-            raise
-    if recorder.stop_requested:
-        status, code = "interrupted", 128 + recorder.stop_requested  # 130 for SIGINT, 143 for SIGTERM
-    try:
-        recorder.finish(agent, status)
-    except (OSError, RuntimeError) as exc:  # a full disk; torch.save reports it as a RuntimeError
-        from qzoo.checkpoint import write_error
-
-        message = f"cannot save the final model in {run_dir}: {write_error(exc)}"
-        recorder.fail(agent, message)
-        raise QzooError(message) from None
-    report = {"run_dir": str(run_dir), "env_id": agent.env_id, "steps": agent.num_timesteps,
-              "episodes": agent.num_episodes, "status": status, "best": recorder.meta.get("best"),
-              "weights_sha256": agent.weights_sha256()}
-    _print(report, args.json, f"run saved in {run_dir} ({agent.num_timesteps} env steps, {status})")
-    return code
+        overrides = cfg.parse_assignments(args.set, "--set")
+        overrides.update({key: value for key, value in (("n_timesteps", args.steps), ("seed", args.seed))
+                          if value is not None})
+        plan = training.prepare(args.env, args.algo, args.config, overrides,
+                                cfg.parse_assignments(args.env_kwargs, "--env-kwargs"), source=args.source,
+                                algo_given="--algo" in args.argv, until_solved=args.until_solved,
+                                deterministic=args.deterministic)
+        if args.dry_run:
+            agent = plan.build_agent()
+            agent.close()
+            _print_notes(plan.notes, args.json)
+            _print({"env_id": plan.env_id, "algo": plan.algo, "config": plan.config.to_dict(), "notes": plan.notes,
+                    **agent.describe()}, args.json)
+            return 0
+        run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress)
+        _print_notes(plan.notes, args.json)
+    result = run.learn()
+    _print(result.report, args.json,
+           f"run saved in {result.run_dir} ({result.report['steps']} env steps, {result.status})")
+    return result.exit_code
 
 
 def _load_agent(target: str, best: bool = False):
-    from qzoo.algos import load_agent
-    from qzoo.runs import find_model
+    from qzoo.training import load_agent
 
-    path = find_model(target, best)
-    return load_agent(path), path
+    return load_agent(target, best)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -336,7 +243,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if Path(args.run).is_dir() else None
     meta = read_meta(run_dir) if run_dir else {}
     report = {
-        "env_id": agent.env_id, "algo": agent.algo, "variant": getattr(agent, "variant", agent.algo),
+        "env_id": agent.env_id, "algo": agent.algo, "variant": agent.variant,
         "steps": agent.num_timesteps, "episodes": agent.num_episodes,
         "weights_sha256": agent.weights_sha256(), "model": str(path), "status": meta.get("status"),
         "best": meta.get("best"), "config": agent.config.to_dict(),
@@ -351,7 +258,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from qzoo import config as cfg
-    from qzoo.algos import ALGOS
 
     if args.json:
         _print({algo: {"presets": cfg.builtin_presets(algo), "defaults": cfg.SCHEMAS[algo]().to_dict()}
@@ -391,6 +297,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     env_kwargs = cfg.parse_assignments(args.env_kwargs, "--env-kwargs")
     config, _ = cfg.resolve(args.env, family(args.env), args.config, overrides, env_kwargs, args.algo)
     probe = agent_class(args.algo)(args.env, config)  # checks the env and the algorithm fit before any trial
+    network = probe.network_kind
+    probe.close()  # async env copies are subprocesses
     name = f"{args.algo}-{args.env.replace('/', '-')}"
     out = Path(args.out or f"runs/tune-{name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -400,9 +308,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         base=config.to_dict(), fixed=tuple(sorted(set(overrides) - {"n_timesteps", "seed"})),
         seeds=tuple(config.seed + i for i in range(args.seeds)), evaluations=args.evaluations,
         n_eval_episodes=args.eval_episodes, sampler_seed=args.seed,
-        network=getattr(probe, "network_kind", "table"), timeout=args.timeout,
+        network=network, timeout=args.timeout,
     )
-    del probe
     summary = tune(spec, args.trials, args.jobs, out)
     if args.json:
         _print({k: v for k, v in summary.items() if k != "table"}, True)
@@ -432,13 +339,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from qzoo.runs import run_dir_of
     from qzoo.video import record
 
     if args.episodes < 1 or args.fps < 1:
         raise QzooError("--episodes and --fps must be >= 1")
     agent, path = _load_agent(args.run, args.best)
-    base = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    out = Path(args.out) if args.out else base / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
+    out = Path(args.out) if args.out else run_dir_of(path) / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
     if out.suffix != ".mp4":
         raise QzooError(f"--out must name an .mp4 file, got {out}")
     result = record(agent, out, args.episodes, args.seed, args.fps, args.max_steps,
@@ -469,6 +376,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_notes(notes: list[str], as_json: bool) -> None:
+    """Which presets applied and which keys were ignored: on stderr, unless the output is JSON."""
+    for note in [] if as_json else notes:
+        print(f"qzoo: {note}", file=sys.stderr)
+
+
 def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> None:
     if as_json:
         print(json.dumps(report, default=str))
@@ -479,19 +392,16 @@ def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> No
             print(f"{key}: {value}")
 
 
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "enjoy": cmd_enjoy, "info": cmd_info,
+            "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot, "record": cmd_record, "push": cmd_push}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "train":
-            return cmd_train(args, argv)
-        if args.command == "evaluate":
-            return cmd_evaluate(args)
-        if args.command == "enjoy":
-            return cmd_enjoy(args)
-        commands = {"info": cmd_info, "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot,
-                    "record": cmd_record, "push": cmd_push}
-        return commands[args.command](args)
+        args.argv = argv  # the command run.json records
+        return COMMANDS[args.command](args)
     except QzooError as exc:
         print(f"qzoo: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -20,23 +20,23 @@ run folder (CSV, TensorBoard, checkpoints) is the caller's ``Recorder``.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from qzoo import config as cfg
+from qzoo.agent import Evaluations, Recorder, predict_actions, resolve_config
 from qzoo.buffer import ReplayBuffer, replay_bytes
-from qzoo.envs import EnvOptions, family, make_env
+from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
 from qzoo.mlp_step import FlatMLP, loss_values
 from qzoo.networks import FRAME_NETWORKS, MLP, QNetwork, build_q_network, choose_network, weights_sha256
-from qzoo.periodic import after_env_step, crossings, evaluate_agent
+from qzoo.periodic import PeriodicWork, crossings
 from qzoo.schedules import linear_schedule
 from qzoo.sumtree import beta_schedule
 from qzoo.vector import final_observations, finished_episodes, make_envpool, make_vector_env
@@ -44,16 +44,6 @@ from qzoo.vector import final_observations, finished_episodes, make_envpool, mak
 MODEL_FORMAT = 1
 ALGO = "dqn"
 MLP_BURST_ROWS = 4_096  # transitions sampled at once for the plain MLP's steps (RL-Zoo CartPole: 2 bursts of 64 steps)
-
-
-class Recorder(Protocol):
-    """What the training loop reports; ``qzoo.runs.RunRecorder`` writes it to a run folder."""
-
-    def on_episode(self, agent: "DQN", episode_return: float, length: int) -> None: ...
-    def on_train(self, agent: "DQN", metrics: dict[str, float]) -> None: ...
-    def on_evaluation(self, agent: "DQN", stats: EvalStats) -> None: ...
-    def on_checkpoint(self, agent: "DQN") -> None: ...
-    stop_requested: int  # a signal number once SIGINT or SIGTERM arrived, else 0
 
 
 def resolve_precision(requested: str, device: torch.device, network_kind: str) -> torch.dtype | None:
@@ -94,10 +84,7 @@ class DQN:
     file_suffix = ".pt"
 
     def __init__(self, env_id: str, config: cfg.DQNConfig | None = None, **hyperparameters: Any):
-        if config is None:
-            config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters)
-        elif hyperparameters:
-            config = cfg.replace(config, "DQN()", **hyperparameters)
+        config = resolve_config(env_id, config, hyperparameters, ALGO, "DQN()")
         config.check_combination()
         self.env_id = env_id
         self.config = config
@@ -149,8 +136,7 @@ class DQN:
         self.horizon = config.n_timesteps  # the env step where the current learn() ends: epsilon decays over it
         self._pending_losses: list[float] = []  # losses since the last train.csv row
         self._obs: np.ndarray | None = None
-        self._eval_env = None
-        self.best_mean_return = -float("inf")
+        self.evaluations = Evaluations(self)
 
     # ------------------------------------------------------------------------------ construction
 
@@ -183,6 +169,11 @@ class DQN:
                             prioritized=self.config.prioritized_replay)
 
     memory_bytes = replay_bytes  # what the run allocates beyond the networks
+
+    @property
+    def exact_resume(self) -> bool:
+        """Env copies in other processes (n_envs > 1) keep state a checkpoint cannot hold."""
+        return self.config.n_envs == 1
 
     @property
     def variant(self) -> str:
@@ -262,12 +253,8 @@ class DQN:
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[Any, None]:
         """SB3-style: (action or actions, None). Non-deterministic uses the final exploration epsilon."""
-        q = self.q_values(np.asarray(obs))
-        actions = q.argmax(axis=-1)
-        if not deterministic:
-            explore = self.rng.random(actions.shape) < self.config.exploration_final_eps
-            actions = np.where(explore, self.rng.integers(self.n_actions, size=actions.shape), actions)
-        return (int(actions) if actions.ndim == 0 else actions), None
+        greedy = self.q_values(np.asarray(obs)).argmax(axis=-1)
+        return predict_actions(greedy, deterministic, self.config.exploration_final_eps, self.n_actions, self.rng)
 
     def _act(self, obs: np.ndarray, epsilon: float) -> int:
         if self.rng.random() < epsilon:
@@ -485,8 +472,8 @@ class DQN:
         if self._obs is None:
             seeds = [c.seed + i for i in range(c.n_envs)] if c.n_envs > 1 else c.seed
             self._obs, _ = self.env.reset(seed=seeds)
+        periodic = PeriodicWork(self, recorder, self._pending_losses)
         losses = self._pending_losses
-        started, steps_at_start = time.perf_counter(), self.num_timesteps
         self._target_lowp = None  # the target network may have been loaded or restored since the last learn()
 
         while self.num_timesteps < horizon:
@@ -499,13 +486,18 @@ class DQN:
             if crossings(t, steps, c.target_update_interval):
                 soft_update(self.target_net, self.q_net, c.tau)  # Q_target <- Q every C env steps
                 self._target_lowp = None
-            if after_env_step(self, recorder, epsilon, losses, started, steps_at_start, steps):
+            if periodic.after_env_step(epsilon, steps):
                 break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         """Full episodes on an evaluation env (real scores); seeds differ from training's."""
-        return evaluate_agent(self, n_episodes, seed, epsilon)
+        return self.evaluations.run(n_episodes, seed, epsilon)
+
+    def close(self) -> None:
+        """Close the training and evaluation envs (async env copies are subprocesses)."""
+        self.env.close()
+        self.evaluations.close()
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -551,7 +543,7 @@ class DQN:
         the current observation and the whole replay memory (``ReplayBuffer.state``).
         """
         numbers: dict[str, Any] = {"horizon": self.horizon, "pending_losses": list(self._pending_losses),
-                                   "best_mean_return": self.best_mean_return, "rng": self.rng.bit_generator.state}
+                                   "best_mean_return": self.evaluations.best_mean_return, "rng": self.rng.bit_generator.state}
         arrays = {} if self._obs is None else {"obs": np.asarray(self._obs)}
         if self._buffer is not None:
             numbers["replay"], replay_arrays = self._buffer.state()
@@ -562,7 +554,7 @@ class DQN:
         """The inverse of ``resume_state``, on an agent loaded from the same checkpoint's model file."""
         self.horizon = int(numbers["horizon"])
         self._pending_losses = [float(x) for x in numbers["pending_losses"]]
-        self.best_mean_return = float(numbers["best_mean_return"])
+        self.evaluations.best_mean_return = float(numbers["best_mean_return"])
         self.rng.bit_generator.state = numbers["rng"]
         self._obs = np.array(arrays["obs"]) if "obs" in arrays else None
         if "replay" in numbers:

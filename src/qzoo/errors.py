@@ -1,6 +1,8 @@
-"""The one exception type that the command line turns into a single clear line."""
+"""The one exception type that the command line turns into a single clear line, and the exit codes."""
 
 from __future__ import annotations
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it; a signal N that stops a run exits 128 + N
 
 
 class QzooError(Exception):

@@ -21,40 +21,35 @@ def crossings(t: int, steps: int, interval: int) -> int:
     return t // interval - (t - steps) // interval
 
 
-def after_env_step(agent, recorder, epsilon: float, losses: list[float], started: float, steps_at_start: int,
-                   steps: int = 1) -> bool:
-    """Do the periodic work due after the last ``steps`` env steps; True when training must stop.
+class PeriodicWork:
+    """The periodic work of one ``learn`` call and the loop's timing state (when it started, from which step).
 
-    ``losses`` holds the losses since the last metrics row; it is emptied into that row.
+    ``losses`` is the agent's list of losses since the last metrics row; each row empties it.
     """
-    c = agent.config
-    t = agent.num_timesteps
-    if recorder and crossings(t, steps, c.log_interval):
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        metrics = {"epsilon": epsilon, "steps_per_second": (t - steps_at_start) / elapsed}
-        if losses:
-            metrics["loss"] = float(np.mean(losses))
-            losses.clear()
-        recorder.on_train(agent, metrics)
-    if c.eval_freq and crossings(t, steps, c.eval_freq):
-        stats = agent.evaluate(c.n_eval_episodes)
-        agent.best_mean_return = max(agent.best_mean_return, stats.mean)
-        if recorder:
-            recorder.on_evaluation(agent, stats)
-        if c.stop_reward is not None and stats.mean >= c.stop_reward:
-            return True
-    # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
-    if recorder and (c.checkpoint_freq and crossings(t, steps, c.checkpoint_freq) or recorder.stop_requested):
-        recorder.on_checkpoint(agent)
-    return bool(recorder and recorder.stop_requested)
 
+    def __init__(self, agent, recorder, losses: list[float]):
+        self.agent, self.recorder, self.losses = agent, recorder, losses
+        self.started, self.steps_at_start = time.perf_counter(), agent.num_timesteps
 
-def evaluate_agent(agent, n_episodes: int, seed: int | None = None, epsilon: float | None = None):
-    """Full episodes on the agent's evaluation env (built once); by default seeds apart from training's."""
-    from qzoo.evaluation import evaluate
-
-    if agent._eval_env is None:
-        agent._eval_env = agent.make_env(training=False)
-    seed = agent.config.seed + 1_000_000 if seed is None else seed
-    eps = agent.config.eval_epsilon if epsilon is None else epsilon
-    return evaluate(agent.greedy_action, agent._eval_env, n_episodes, seed, eps)
+    def after_env_step(self, epsilon: float, steps: int = 1) -> bool:
+        """Do the periodic work due after the last ``steps`` env steps; True when training must stop."""
+        agent, recorder, c = self.agent, self.recorder, self.agent.config
+        t = agent.num_timesteps
+        if recorder and crossings(t, steps, c.log_interval):
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            metrics = {"epsilon": epsilon, "steps_per_second": (t - self.steps_at_start) / elapsed}
+            if self.losses:
+                metrics["loss"] = float(np.mean(self.losses))
+                self.losses.clear()
+            recorder.on_train(agent, metrics)
+        if c.eval_freq and crossings(t, steps, c.eval_freq):
+            stats = agent.evaluate(c.n_eval_episodes)
+            improved = agent.evaluations.note(stats)
+            if recorder:
+                recorder.on_evaluation(agent, stats, improved)
+            if c.stop_reward is not None and stats.mean >= c.stop_reward:
+                return True
+        # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
+        if recorder and (c.checkpoint_freq and crossings(t, steps, c.checkpoint_freq) or recorder.stop_requested):
+            recorder.on_checkpoint(agent)
+        return bool(recorder and recorder.stop_requested)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ import gymnasium as gym
 import numpy as np
 
 from qzoo import config as cfg
-from qzoo.envs import EnvOptions, family, make_env
+from qzoo.agent import Evaluations, Recorder, predict_actions, resolve_config
+from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats
 from qzoo.files import atomic_write
-from qzoo.periodic import after_env_step, evaluate_agent
+from qzoo.periodic import PeriodicWork
 from qzoo.schedules import exponential_schedule, linear_schedule
 
 MODEL_FORMAT = 1
@@ -57,10 +57,7 @@ class QLearning:
     file_suffix = ".npz"
 
     def __init__(self, env_id: str, config: cfg.QLearningConfig | None = None, **hyperparameters: Any):
-        if config is None:
-            config, _ = cfg.resolve(env_id, family(env_id), overrides=hyperparameters, algo=ALGO)
-        elif hyperparameters:
-            config = cfg.replace(config, "QLearning()", **hyperparameters)
+        config = resolve_config(env_id, config, hyperparameters, ALGO, "QLearning()")
         self.env_id = env_id
         self.config = config
         self.env = self.make_env(training=True)
@@ -79,11 +76,14 @@ class QLearning:
         self.horizon = config.n_timesteps  # the env step where the current learn() ends
         self._pending_td_errors: list[float] = []  # squared TD errors since the last train.csv row
         self._obs: int | None = None
-        self._eval_env: gym.Env | None = None
-        self.best_mean_return = -float("inf")
+        self.evaluations = Evaluations(self)
 
     def make_env(self, training: bool, render_mode: str | None = None) -> gym.Env:
         return make_env(self.env_id, EnvOptions(env_kwargs=self.config.env_kwargs), training, render_mode)
+
+    variant = ALGO  # a Q-table has no switches
+    network_kind = "table"
+    exact_resume = True  # one env in this process: a checkpoint holds everything
 
     def memory_bytes(self) -> int:
         return self.q_table.nbytes
@@ -107,12 +107,8 @@ class QLearning:
 
     def predict(self, state, deterministic: bool = True) -> tuple[Any, None]:
         """SB3-style: (action or actions, None) for one state or an array of states."""
-        states = np.asarray(state, dtype=np.int64)
-        actions = self.q_table[states].argmax(axis=-1)
-        if not deterministic:
-            explore = self.rng.random(actions.shape) < self.config.exploration_final_eps
-            actions = np.where(explore, self.rng.integers(self.n_actions, size=actions.shape), actions)
-        return (int(actions) if actions.ndim == 0 else actions), None
+        greedy = self.q_table[np.asarray(state, dtype=np.int64)].argmax(axis=-1)
+        return predict_actions(greedy, deterministic, self.config.exploration_final_eps, self.n_actions, self.rng)
 
     def _act(self, state: int, epsilon: float) -> int:
         if self.rng.random() < epsilon:
@@ -123,15 +119,15 @@ class QLearning:
 
     # ---------------------------------------------------------------------------------- learning
 
-    def learn(self, total_timesteps: int | None = None, recorder=None) -> "QLearning":
+    def learn(self, total_timesteps: int | None = None, recorder: Recorder | None = None) -> "QLearning":
         """Train for ``total_timesteps`` env steps (default: the config's ``n_timesteps``); calls continue the run."""
         c = self.config
         horizon = self.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
         self.horizon = horizon
         if self._obs is None:
             self._obs, _ = self.env.reset(seed=c.seed)
-        started, steps_at_start = time.perf_counter(), self.num_timesteps
         td_errors = self._pending_td_errors
+        periodic = PeriodicWork(self, recorder, td_errors)
         while self.num_timesteps < horizon:
             epsilon = self.exploration_rate(horizon)
             action = self._act(int(self._obs), epsilon)
@@ -148,13 +144,17 @@ class QLearning:
                 if recorder:
                     recorder.on_episode(self, float(info["episode"]["r"]), int(info["episode"]["l"]))
 
-            if after_env_step(self, recorder, epsilon, td_errors, started, steps_at_start):
+            if periodic.after_env_step(epsilon):
                 break
         return self
 
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         """Greedy play on a separate env; episode i starts from seed + i."""
-        return evaluate_agent(self, n_episodes, seed, epsilon)
+        return self.evaluations.run(n_episodes, seed, epsilon)
+
+    def close(self) -> None:
+        self.env.close()
+        self.evaluations.close()
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -177,7 +177,7 @@ class QLearning:
     def resume_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """What exact resume needs beyond the table: schedule position, generator, current state."""
         numbers = {"horizon": self.horizon, "pending_td_errors": list(self._pending_td_errors),
-                   "best_mean_return": self.best_mean_return, "rng": self.rng.bit_generator.state,
+                   "best_mean_return": self.evaluations.best_mean_return, "rng": self.rng.bit_generator.state,
                    "obs": None if self._obs is None else int(self._obs)}
         return numbers, {}
 
@@ -185,7 +185,7 @@ class QLearning:
         del arrays  # a Q-table run has none beyond the table, which the model file holds
         self.horizon = int(numbers["horizon"])
         self._pending_td_errors = [float(x) for x in numbers["pending_td_errors"]]
-        self.best_mean_return = float(numbers["best_mean_return"])
+        self.evaluations.best_mean_return = float(numbers["best_mean_return"])
         self.rng.bit_generator.state = numbers["rng"]
         self._obs = numbers["obs"]
 

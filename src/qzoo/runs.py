@@ -103,7 +103,7 @@ class _Csv:
 
 
 class RunRecorder:
-    """Writes a run folder while ``DQN.learn`` reports to it (see ``qzoo.dqn.Recorder``).
+    """Writes a run folder while an agent's ``learn`` reports to it (see ``qzoo.agent.Recorder``).
 
     ``resume``: reopen the folder of ``resume``'s run where that checkpoint left it.
     """
@@ -154,7 +154,6 @@ class RunRecorder:
         self.bar = tqdm(total=agent.config.n_timesteps, initial=agent.num_timesteps, unit="step", disable=disable,
                         dynamic_ncols=True, file=sys.stderr)
         self._recent: list[float] = list(run_state.get("recent", []))
-        self.best_mean = float(run_state.get("best_mean", -float("inf")))
 
     def _elapsed(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -181,28 +180,27 @@ class RunRecorder:
             postfix["return"] = f"{sum(self._recent) / len(self._recent):.1f}"
         self.bar.set_postfix(postfix, refresh=True)
 
-    def on_evaluation(self, agent, stats: EvalStats) -> None:
+    def on_evaluation(self, agent, stats: EvalStats, improved: bool) -> None:
         step = agent.num_timesteps
         self.evals.write({"step": step, "episodes": len(stats.returns), "mean": stats.mean, "std": stats.std,
                           "result": stats.result, "time": self._elapsed()})
         self.tb.add_scalar("eval/mean_return", stats.mean, step)
         self.tb.add_scalar("eval/result", stats.result, step)
-        if stats.mean > self.best_mean:
-            self.best_mean = stats.mean
+        if improved:  # the agent keeps the best mean return (``Evaluations``), the folder the best model
             agent.save(self.dir / (BEST_FILE + self.suffix))
             self.meta["best"] = {"step": step, "mean": stats.mean, "std": stats.std, "result": stats.result}
             self._write_meta()
 
     def on_checkpoint(self, agent) -> None:
         """Everything exact resume needs, with this folder's own state (``qzoo.checkpoint``)."""
-        if getattr(agent.config, "n_envs", 1) > 1:
+        if not agent.exact_resume:
             # Env copies live in other processes whose state cannot be saved: keep the model and
             # optimizer (train --from can start from them), not a resumable checkpoint.
             agent.save(self.dir / (LATEST_FILE + self.suffix), with_training_state=True)
             return
         run_state = {
             "csv_bytes": {name: f.size() for name, f in zip(self.CSV_FILES, (self.episodes, self.train, self.evals))},
-            "best_mean": self.best_mean, "best": self.meta.get("best"), "recent": self._recent,
+            "best": self.meta.get("best"), "recent": self._recent,
             "elapsed": self._elapsed(),
         }
         checkpoint.write(self.dir / "checkpoints", agent, run_state)
@@ -289,6 +287,20 @@ def find_model(target: str | Path, best: bool = False) -> Path:
             return newest / ("model" + suffix)
     names = " or ".join(name + ".*" for name in candidates)
     raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({names})")
+
+
+def run_dir_of(model_path: Path) -> Path:
+    """The folder a model file belongs to: its run or pushed folder (``checkpoints/`` files included)."""
+    return model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
+
+
+def saved_n_envs(run_dir: Path) -> int:
+    """n_envs of a run folder's config.yml (1 where it cannot be read)."""
+    try:
+        entries = yaml.safe_load((run_dir / "config.yml").read_text())
+        return int(next(iter(entries.values())).get("n_envs", 1))
+    except (OSError, yaml.YAMLError, AttributeError, StopIteration, TypeError, ValueError):
+        return 1
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class _TrialRecorder:
     def __init__(self, trial):
         self.trial = trial
 
-    def on_evaluation(self, agent, stats) -> None:
+    def on_evaluation(self, agent, stats, improved) -> None:
         import optuna
 
         self.trial.report(stats.result, agent.num_timesteps)

@@ -1,0 +1,198 @@
+"""One way into a training run: resolve what was asked for, build the agent, open its run folder, learn, close.
+
+``qzoo train`` parses its arguments into ``prepare(...)`` and prints what ``Run.learn`` reports; the Python API
+and launchers (a sweep script, a distributed launcher) call the same three steps and get the same run folder:
+
+    >>> plan = prepare("CartPole-v1", overrides={"seed": 3})   # defaults <- presets <- -c FILE <- overrides
+    >>> run = start(plan, "runs/cartpole-s3")                  # builds the agent, checks memory, opens the folder
+    >>> result = run.learn()                                   # trains; finished, interrupted or failed
+    >>> run = resume("runs/cartpole-s3")                       # a stopped or killed run, from its newest checkpoint
+
+Every check that can fail passes before anything in a run folder is written or changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from qzoo import config as cfg
+from qzoo.agent import Agent
+from qzoo.errors import EXIT_INTERRUPTED, QzooError
+
+
+@dataclass
+class Plan:
+    """A resolved run, before anything is built: the env, the algorithm, the config, notes for the user, and
+    the agent it starts from (``--from``), if any."""
+
+    env_id: str
+    algo: str
+    config: Any
+    notes: list[str] = field(default_factory=list)
+    source: Agent | None = None
+
+    def build_agent(self) -> Agent:
+        """The agent of this plan, with the source's weights when there is one."""
+        from qzoo.algos import agent_class
+
+        agent = agent_class(self.algo)(self.env_id, self.config)
+        if self.source is not None:
+            agent.initialise_from(self.source)
+        return agent
+
+
+def load_agent(target: str | Path, best: bool = False) -> tuple[Agent, Path]:
+    """The agent saved in a run folder, a pushed folder or a model file, and the model file it came from."""
+    from qzoo.algos import load_agent as load
+    from qzoo.runs import find_model
+
+    path = find_model(target, best)
+    return load(path), path
+
+
+def prepare(
+    env_id: str | None,
+    algo: str = "dqn",
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    *,
+    source: str | None = None,
+    algo_given: bool = False,
+    until_solved: bool = False,
+    deterministic: bool = False,
+) -> Plan:
+    """Resolve a run: defaults -> presets (or the ``source`` agent's own hyperparameters) -> ``config_file`` ->
+    ``overrides`` -> ``env_kwargs``.
+
+    ``source``: a run folder, pushed folder, model file or Hub repo id to start from (``qzoo train --from``);
+    its env and algorithm are the run's, and ``algo`` may only differ from it where ``algo_given`` is False.
+    ``until_solved``: stop once an evaluation reaches the env's reward threshold. ``deterministic``: bit-exact
+    CPU kernels on one thread (a Q-table run is exact already).
+    """
+    from qzoo.envs import env_spec, family
+
+    source_agent = None
+    if source:
+        from qzoo.hub import fetch
+
+        source_agent, _ = load_agent(str(fetch(source)))
+        if env_id and env_id != source_agent.env_id:
+            raise QzooError(f"--from holds a {source_agent.env_id} agent, not {env_id}")
+        if algo != source_agent.algo and algo_given:
+            raise QzooError(f"--from holds a {source_agent.algo} agent, not {algo}")
+        env_id, algo = source_agent.env_id, source_agent.algo
+    elif not env_id:
+        raise QzooError("the following arguments are required: --env (or --resume RUN_DIR, or --from)")
+    overrides = dict(overrides or {})
+    if deterministic and algo != "qlearning":
+        overrides = {"device": "cpu", "torch_threads": 1, **overrides, "deterministic": True}
+    if until_solved:
+        threshold = env_spec(env_id).reward_threshold
+        if threshold is None:
+            raise QzooError(f"{env_id} has no reward threshold; use --set stop_reward=VALUE")
+        overrides["stop_reward"] = float(threshold)
+    if source_agent is not None:
+        # The source's hyperparameters stand where a preset would; -c and --set still come after.
+        config, notes = cfg.resolve(env_id, None, config_file, {**source_agent.config.to_dict(), **overrides},
+                                    env_kwargs, algo, presets=False)
+        notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps)")
+    else:
+        config, notes = cfg.resolve(env_id, family(env_id), config_file, overrides, env_kwargs, algo)
+    return Plan(env_id, algo, config, notes, source_agent)
+
+
+def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Path = "runs",
+          argv: list[str] | None = None, progress: bool | None = None) -> "Run":
+    """Build the plan's agent, check its replay memory fits, and open a new run folder for it.
+
+    ``run_dir`` defaults to ``runs_root/<algo>-<env>-s<seed>-<time>``; ``argv`` is the command recorded in
+    run.json; ``progress``: a progress bar (None: only on a terminal).
+    """
+    from qzoo.buffer import check_fits
+    from qzoo.runs import RunRecorder, default_run_dir
+
+    agent = plan.build_agent()
+    check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
+    run_dir = Path(run_dir) if run_dir else default_run_dir(runs_root, plan.algo, plan.env_id, plan.config.seed)
+    return Run(agent, RunRecorder(run_dir, agent, argv, plan.notes, progress=progress), run_dir)
+
+
+def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None) -> "Run":
+    """Reopen a stopped or killed run at its newest checkpoint, to go on as if it had never stopped."""
+    from qzoo import checkpoint
+    from qzoo.algos import agent_class
+    from qzoo.runs import RunRecorder, read_meta, saved_n_envs
+
+    run_dir = Path(run_dir)
+    if saved_n_envs(run_dir) > 1:
+        raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot resume "
+                        f"exactly; start a new run from its weights with --from {run_dir}")
+    saved = checkpoint.read_latest(run_dir)
+    meta = read_meta(run_dir)
+    if meta.get("status") == "finished":
+        raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")
+    agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
+    recorder = RunRecorder(run_dir, agent, argv, [], progress=progress, resume=saved)
+    return Run(agent, recorder, run_dir, agent.horizon - agent.num_timesteps)
+
+
+@dataclass
+class Run:
+    """An agent and its open run folder. ``learn`` trains it to its horizon and closes the folder."""
+
+    agent: Agent
+    recorder: Any  # qzoo.runs.RunRecorder
+    run_dir: Path
+    remaining: int | None = None  # env steps left (resume); None: the config's n_timesteps
+
+    def learn(self) -> "RunResult":
+        """Train, then close the run folder: finished, interrupted by a signal, or failed.
+
+        On an error (a NaN loss, a full disk) no model is saved: the last good checkpoint stays the newest and
+        run.json says ``failed`` with the message; the error is raised again.
+        """
+        try:
+            status, code = self._train_and_close()
+        finally:
+            self.agent.close()  # env copies in subprocesses end with the run, whatever happened
+        agent = self.agent
+        return RunResult(self.run_dir, status, code, {
+            "run_dir": str(self.run_dir), "env_id": agent.env_id, "steps": agent.num_timesteps,
+            "episodes": agent.num_episodes, "status": status, "best": self.recorder.meta.get("best"),
+            "weights_sha256": agent.weights_sha256()})
+
+    def _train_and_close(self) -> tuple[str, int]:
+        agent, recorder = self.agent, self.recorder
+        status, code = "finished", 0
+        with recorder.stopping_on_signals():
+            try:
+                agent.learn(self.remaining, recorder=recorder)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a checkpoint
+                status, code = "interrupted", EXIT_INTERRUPTED
+            except BaseException as exc:
+                recorder.fail(agent, str(exc))
+                raise
+        if recorder.stop_requested:
+            status, code = "interrupted", 128 + recorder.stop_requested  # 130 for SIGINT, 143 for SIGTERM
+        try:
+            recorder.finish(agent, status)
+        except (OSError, RuntimeError) as exc:  # a full disk; torch.save reports it as a RuntimeError
+            from qzoo.checkpoint import write_error
+
+            message = f"cannot save the final model in {self.run_dir}: {write_error(exc)}"
+            recorder.fail(agent, message)
+            raise QzooError(message) from None
+        return status, code
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: its folder, ``finished`` or ``interrupted``, the exit code, and the report printed."""
+
+    run_dir: Path
+    status: str
+    exit_code: int
+    report: dict[str, Any]

@@ -14,7 +14,7 @@ dataclass in ``qzoo.config.SCHEMAS``. ``tests/test_agent.py`` checks both agents
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from qzoo.envs import family
 from qzoo.evaluation import EvalStats, evaluate
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes start from seeds this far from training's
+_A = TypeVar("_A", bound="Agent")
 
 
 class Recorder(Protocol):
@@ -40,8 +41,8 @@ class Recorder(Protocol):
 class Agent(Protocol):
     """An agent that learns, acts, evaluates itself and saves, as every qzoo command uses it."""
 
-    algo: ClassVar[str]  # the name in model files and run.json: "dqn" (any switches) or "qlearning"
-    file_suffix: ClassVar[str]  # of its model files: ".pt" or ".npz"
+    algo: str  # the name in model files and run.json: "dqn" (any switches) or "qlearning"
+    file_suffix: str  # of its model files: ".pt" or ".npz"
     env_id: str
     config: Any  # its frozen config dataclass (``qzoo.config.SCHEMAS``)
     env: Any  # the training env (a checkpoint pickles it; resume replaces it)
@@ -68,7 +69,7 @@ class Agent(Protocol):
     def exploration_rate(self, horizon: int | None = None) -> float: ...
     def greedy_action(self, obs: Any) -> int: ...
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[Any, None]: ...
-    def learn(self, total_timesteps: int | None = None, recorder: Recorder | None = None) -> "Agent": ...
+    def learn(self: _A, total_timesteps: int | None = None, recorder: Recorder | None = None) -> _A: ...
     def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats: ...
     def initialise_from(self, other: Any) -> None: ...
     def weights_sha256(self) -> str: ...
@@ -78,7 +79,7 @@ class Agent(Protocol):
     def close(self) -> None: ...
 
     @classmethod
-    def load(cls, path: str | Path, **config_overrides: Any) -> "Agent": ...
+    def load(cls: type[_A], path: str | Path, **config_overrides: Any) -> _A: ...
 
 
 # ------------------------------------------------------------------------------ shared helpers

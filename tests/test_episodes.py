@@ -1,8 +1,11 @@
 """The one episode loop (``evaluation.play_episodes``) and the three commands that go through it."""
 
+import json
+
 import gymnasium as gym
 import pytest
 
+from qzoo.cli import main
 from qzoo.evaluation import StepEvent, evaluate, play_episodes
 
 
@@ -59,3 +62,63 @@ def test_step_cap_stops_and_keeps_the_cut_episode():
 def test_loop_rejects_bad_epsilon_and_cap(kwargs):
     with pytest.raises(ValueError):
         play_episodes(lean_policy, gym.make("CartPole-v1"), 1, seed=0, **kwargs)
+
+
+# ------------------------------------------------------------------------------ the three commands
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "cartpole"
+    assert main(["train", "--env", "CartPole-v1", "-n", "1000", "--seed", "1", "--run-dir", str(run_dir),
+                 "--no-progress", "--set", "learning_starts=200", "eval_freq=0", "net_arch=[32,32]",
+                 "torch_threads=1", "eval_epsilon=0.3"]) == 0
+    return run_dir
+
+
+def enjoy_returns(out: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("episode ")]
+
+
+def evaluate_returns(capsys, run_dir, *extra) -> list[float]:
+    assert main(["evaluate", str(run_dir), "--episodes", "4", "--seed", "3", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["returns"]
+
+
+@pytest.mark.parametrize("epsilon", [None, "0", "0.05", "1"])
+def test_evaluate_record_and_enjoy_play_the_same_episodes(cartpole_run, tmp_path, monkeypatch, capsys, epsilon):
+    """Same seed and epsilon -> the same returns; without --epsilon all three use the run's eval_epsilon (0.3)."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    extra = [] if epsilon is None else ["--epsilon", epsilon]
+    evaluated = evaluate_returns(capsys, cartpole_run, *extra)
+
+    assert main(["record", str(cartpole_run), "--episodes", "4", "--seed", "3", "--out", str(tmp_path / "v.mp4"),
+                 "--json", *extra]) == 0
+    recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["returns"]
+
+    assert main(["enjoy", str(cartpole_run), "--episodes", "4", "--seed", "3", "--frames-dir", str(tmp_path / "f"),
+                 *extra]) == 0
+    enjoyed = enjoy_returns(capsys.readouterr().out)
+
+    assert evaluated == recorded == enjoyed and len(evaluated) == 4
+    if epsilon is None:
+        assert evaluated == evaluate_returns(capsys, cartpole_run, "--epsilon", "0.3")
+
+
+def test_enjoy_default_epsilon_is_eval_epsilon_regression_enjoy_was_always_greedy(cartpole_run, tmp_path, capsys):
+    """enjoy ignored eval_epsilon (always greedy): a greedy Atari agent that never presses FIRE stalls forever."""
+    enjoy = ["enjoy", str(cartpole_run), "--episodes", "4", "--seed", "3", "--frames-dir", str(tmp_path)]
+    assert main(enjoy) == 0
+    default = enjoy_returns(capsys.readouterr().out)
+    assert main([*enjoy, "--epsilon", "0"]) == 0
+    greedy = enjoy_returns(capsys.readouterr().out)
+    assert default == evaluate_returns(capsys, cartpole_run, "--epsilon", "0.3")
+    assert greedy == evaluate_returns(capsys, cartpole_run, "--epsilon", "0") != default
+
+
+@pytest.mark.parametrize("argv", [["--epsilon", "2"], ["--epsilon", "-0.5"], ["--max-steps", "0"]])
+def test_enjoy_bad_epsilon_or_cap_is_one_clear_line(cartpole_run, capsys, argv):
+    assert main(["enjoy", str(cartpole_run), "--render", "frames", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qzoo: error: --")

@@ -50,7 +50,8 @@ class StepEvent:
 
     ``step`` counts this episode's env steps (0: the first observation, before any action), ``total_steps``
     those of all episodes so far. ``done``: this episode gets no more steps (terminated, truncated, or cut
-    by ``max_steps``). ``env`` is the env being played, so a hook can ``env.render()`` the current state.
+    by ``max_steps``); ``capped``: it was cut by ``max_steps``. ``env`` is the env being played, so a hook
+    can ``env.render()`` the current state.
     """
 
     env: gym.Env
@@ -59,6 +60,7 @@ class StepEvent:
     total_steps: int
     episode_return: float
     done: bool
+    capped: bool = False
 
 
 def play_episodes(
@@ -111,7 +113,7 @@ def play_episodes(
             done = terminated or truncated
             capped = not done and max_steps is not None and total_steps >= max_steps
             if on_step is not None:
-                on_step(StepEvent(env, i, length, total_steps, total, done or capped))
+                on_step(StepEvent(env, i, length, total_steps, total, done or capped, capped))
             if capped:
                 break  # the for loop's cap check starts no further episode
         returns.append(total)

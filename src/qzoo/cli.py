@@ -54,22 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--deterministic", action="store_true",
                        help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
+    # One epsilon rule for evaluate, record and enjoy (docs/departures.md, Evaluation).
+    epsilon_help = ("random-action probability, in [0, 1] (default: the run's eval_epsilon, 0.05 for Atari "
+                    "presets, as in Mnih et al. 2015, else 0); evaluate, record and enjoy play the same episodes")
     evaluate = sub.add_parser("evaluate", help="evaluate a trained agent on full episodes")
     evaluate.add_argument("run", help="run folder or model file")
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
     evaluate.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i (default 0)")
-    evaluate.add_argument("--epsilon", type=float, help="random-action probability (default: the run's eval_epsilon)")
+    evaluate.add_argument("--epsilon", type=float, help=epsilon_help)
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the final model")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
-    enjoy = sub.add_parser("enjoy", help="watch a trained agent play (a window, or PNG frames without a screen)")
+    enjoy = sub.add_parser("enjoy", help="watch a trained agent play (a window, or PNG frames without a screen)",
+                           description="Watch the episodes `qzoo evaluate` scores: episode i from seed + i, "
+                                       "epsilon-greedy with the run's eval_epsilon unless --epsilon.")
     enjoy.add_argument("run", help="run folder or model file")
     enjoy.add_argument("--episodes", type=int, default=1)
     enjoy.add_argument("--seed", type=int, default=0)
-    enjoy.add_argument("--max-steps", type=int, default=5_000, help="stop after this many env steps")
+    enjoy.add_argument("--max-steps", type=int, default=5_000,
+                       help="stop after this many env steps over all episodes (an episode cut short keeps its "
+                            "partial return)")
     enjoy.add_argument("--render", choices=["auto", "window", "frames", "text"], default="auto",
                        help="auto: a window where there is a screen, else PNG frames; text: the env's text rendering")
     enjoy.add_argument("--frames-dir", help="write PNG frames here (default: RUN/enjoy)")
+    enjoy.add_argument("--epsilon", type=float, help=epsilon_help)
     enjoy.add_argument("--best", action="store_true")
 
     info = sub.add_parser("info", help="what a run folder holds")
@@ -119,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--gif", action="store_true", help="also write a GIF beside the mp4")
     record.add_argument("--fps", type=int, default=30)
     record.add_argument("--max-steps", type=int, default=100_000)
-    record.add_argument("--epsilon", type=float, help="random-action probability (default: the run's eval_epsilon)")
+    record.add_argument("--epsilon", type=float, help=epsilon_help)
     record.add_argument("--best", action="store_true")
     record.add_argument("--json", action="store_true")
 
@@ -197,9 +205,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_enjoy(args: argparse.Namespace) -> int:
+    """Watch the episodes ``qzoo evaluate`` scores: same loop, seeds and epsilon (default: the run's eval_epsilon)."""
     import cv2
 
+    from qzoo.evaluation import StepEvent, play_episodes
+
+    if args.episodes < 1 or args.max_steps < 1:
+        raise QzooError("--episodes and --max-steps must be >= 1")
+    if args.epsilon is not None and not 0 <= args.epsilon <= 1:
+        raise QzooError("--epsilon must be in [0, 1]")
     agent, path = _load_agent(args.run, args.best)
+    epsilon = agent.config.eval_epsilon if args.epsilon is None else args.epsilon
     mode = args.render
     if mode == "auto":
         has_screen = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -207,32 +223,34 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
     render_mode = {"window": "human", "frames": "rgb_array", "text": "ansi"}[mode]
     env = agent.make_env(training=False, render_mode=render_mode)
     if render_mode not in (env.metadata.get("render_modes") or []):
+        env.close()
         raise QzooError(f"{agent.env_id} cannot render as {mode}; try --render frames")
     frames_dir = None
     if mode == "frames":
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir / "enjoy"
         frames_dir.mkdir(parents=True, exist_ok=True)
-    steps = 0
-    for episode in range(args.episodes):
-        obs, _ = env.reset(seed=args.seed + episode)
-        total, done = 0.0, False
-        while not done and steps < args.max_steps:
-            if mode == "frames":
-                frame = env.render()
-                cv2.imwrite(str(frames_dir / f"ep{episode:02d}_{steps:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            elif mode == "text":
-                print(env.render())
-            obs, reward, terminated, truncated, _ = env.step(agent.greedy_action(obs))
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        if mode == "text":
-            print(env.render())  # the final state
-        print(f"episode {episode}: return {total:.1f}")
-    env.close()
+    frames = 0
+
+    def show(event: StepEvent) -> None:  # a window draws itself on every step ("human" render mode)
+        nonlocal frames
+        if frames_dir is not None:
+            name = frames_dir / f"ep{event.episode:02d}_{event.step:06d}.png"
+            cv2.imwrite(str(name), cv2.cvtColor(event.env.render(), cv2.COLOR_RGB2BGR))
+            frames += 1
+        elif mode == "text":
+            print(event.env.render())
+        if event.done:
+            print(f"episode {event.episode}: return {event.episode_return:.1f}"
+                  + (" (cut by --max-steps)" if event.capped else ""))
+
+    try:
+        play_episodes(agent.greedy_action, env, args.episodes, args.seed, epsilon, on_step=show,
+                      max_steps=args.max_steps)
+    finally:
+        env.close()
     if frames_dir is not None:
-        print(f"wrote {steps} frames to {frames_dir}")
+        print(f"wrote {frames} frames to {frames_dir}")
     return 0
 
 

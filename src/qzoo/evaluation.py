@@ -1,4 +1,8 @@
-"""Evaluation: the real score of full episodes under a (nearly) greedy policy."""
+"""Evaluation: the real score of full episodes under a (nearly) greedy policy.
+
+``play_episodes`` is the one episode loop of ``qzoo evaluate``, ``qzoo record`` and ``qzoo enjoy``: the same
+seeds, the same epsilon-greedy draws, a hook for what each command shows.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ class EvalStats:
 
     returns: tuple[float, ...]
     lengths: tuple[int, ...]
+    capped: bool = False  # the last episode was cut by a step cap (record, enjoy): its return is partial
 
     @property
     def mean(self) -> float:
@@ -39,25 +44,64 @@ class EvalStats:
         }
 
 
-def evaluate(
+@dataclass(frozen=True)
+class StepEvent:
+    """What ``play_episodes`` hands its hook: once after each reset, then after every env step.
+
+    ``step`` counts this episode's env steps (0: the first observation, before any action), ``total_steps``
+    those of all episodes so far. ``done``: this episode gets no more steps (terminated, truncated, or cut
+    by ``max_steps``); ``capped``: it was cut by ``max_steps``. ``env`` is the env being played, so a hook
+    can ``env.render()`` the current state.
+    """
+
+    env: gym.Env
+    episode: int
+    step: int
+    total_steps: int
+    episode_return: float
+    done: bool
+    capped: bool = False
+
+
+def play_episodes(
     greedy_action: Callable[[np.ndarray], int],
     env: gym.Env,
     n_episodes: int,
     seed: int,
     epsilon: float = 0.0,
+    on_step: Callable[[StepEvent], None] | None = None,
+    max_steps: int | None = None,
 ) -> EvalStats:
-    """Play ``n_episodes`` full episodes; episode i starts from ``reset(seed=seed + i)``.
+    """The one episode loop of ``evaluate``, ``record`` and ``enjoy``: episode i starts from ``reset(seed=seed + i)``.
 
-    With probability ``epsilon`` an action is uniform at random (Mnih et al. 2015 evaluate with 0.05).
-    ``env`` must be an evaluation env: unclipped rewards, no life-loss episodes.
+    Each step is epsilon-greedy: with probability ``epsilon`` a uniform random action from a generator seeded
+    with ``seed``, which is drawn from only when epsilon > 0 (so a greedy run draws nothing). Mnih et al. 2015
+    evaluate with epsilon 0.05; the commands pass the run's ``eval_epsilon`` unless ``--epsilon`` is given.
+    ``on_step`` sees every observation, the first one after each reset included (see ``StepEvent``).
+
+    ``max_steps`` caps env steps over all episodes. An episode cut by the cap is kept in ``returns`` and
+    ``lengths`` with what it earned so far and ``EvalStats.capped`` is set; no episode starts once the cap is
+    reached, so fewer than ``n_episodes`` may be reported. ``env`` must be an evaluation env: unclipped
+    rewards, no life-loss episodes.
     """
+    if not 0 <= epsilon <= 1:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     rng = np.random.default_rng(seed)
     n_actions = int(env.action_space.n)
     returns, lengths = [], []
+    total_steps, capped = 0, False
     for i in range(n_episodes):
+        if max_steps is not None and total_steps >= max_steps:
+            break
         obs, _ = env.reset(seed=seed + i)
         total, length, done = 0.0, 0, False
+        if on_step is not None:
+            on_step(StepEvent(env, i, 0, total_steps, 0.0, False))
         while not done:
+            # The draw order (rng.random, then rng.integers) is the one evaluations have always used: same seed,
+            # same numbers.
             if epsilon > 0 and rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             else:
@@ -65,7 +109,24 @@ def evaluate(
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             length += 1
+            total_steps += 1
             done = terminated or truncated
+            capped = not done and max_steps is not None and total_steps >= max_steps
+            if on_step is not None:
+                on_step(StepEvent(env, i, length, total_steps, total, done or capped, capped))
+            if capped:
+                break  # the for loop's cap check starts no further episode
         returns.append(total)
         lengths.append(length)
-    return EvalStats(tuple(returns), tuple(lengths))
+    return EvalStats(tuple(returns), tuple(lengths), capped)
+
+
+def evaluate(
+    greedy_action: Callable[[np.ndarray], int],
+    env: gym.Env,
+    n_episodes: int,
+    seed: int,
+    epsilon: float = 0.0,
+) -> EvalStats:
+    """Play ``n_episodes`` full episodes (``play_episodes`` without a hook or a cap): the real score."""
+    return play_episodes(greedy_action, env, n_episodes, seed, epsilon)

@@ -4,7 +4,8 @@ Frames come from ``env.render()`` of an evaluation env (``render_mode="rgb_array
 the emulator's or simulator's full picture whatever observation wrappers the run used: for Atari the
 210x160 colour screen, not the 84x84 grayscale stack the network sees. Frames that are not video bytes are
 made so by ``video_frame``: MinAtar renders its 10x10 grid as floats in [0, 1]. The encoder is the ffmpeg
-binary shipped inside the ``imageio-ffmpeg`` wheel.
+binary shipped inside the ``imageio-ffmpeg`` wheel. The episodes are ``evaluation.play_episodes``'s, the loop
+``qzoo evaluate`` and ``qzoo enjoy`` use.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from qzoo.errors import QzooError
+from qzoo.evaluation import play_episodes
 
 
 MIN_VIDEO_SIDE = 160  # pixels: a smaller picture (MinAtar's 10x10 grid) is enlarged to at least this
@@ -34,36 +36,34 @@ def video_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def _checked_epsilon(agent, epsilon: float | None, max_steps: int) -> float:
+    """The run's ``eval_epsilon`` unless ``epsilon`` is given; bad values are one-line errors before any file exists."""
+    eps = agent.config.eval_epsilon if epsilon is None else epsilon
+    if not 0 <= eps <= 1:
+        raise QzooError(f"--epsilon must be in [0, 1], got {eps}")
+    if max_steps < 1:
+        raise QzooError(f"--max-steps must be >= 1, got {max_steps}")
+    return eps
+
+
 def play(agent, episodes: int, seed: int, max_steps: int, on_frame: Callable[[np.ndarray], None],
          epsilon: float | None = None) -> list[float]:
-    """Play full evaluation episodes, handing every frame (the first one too) to ``on_frame``.
+    """Play evaluation episodes through ``play_episodes``, handing every frame (each first one too) to ``on_frame``.
 
-    Episode i starts from seed + i, as in ``qzoo evaluate``. Returns the episode returns.
+    Episode i starts from seed + i and ``epsilon`` defaults to the run's ``eval_epsilon``, as in ``qzoo evaluate``:
+    the same seed and epsilon play the same episodes. ``max_steps`` caps env steps over all episodes; an episode
+    it cuts keeps its partial return. Returns the episode returns.
     """
+    eps = _checked_epsilon(agent, epsilon, max_steps)
     env = agent.make_env(training=False, render_mode="rgb_array")
-    if "rgb_array" not in (env.metadata.get("render_modes") or []):
-        raise QzooError(f"{agent.env_id} cannot render frames (rgb_array)")
-    eps = agent.config.eval_epsilon if epsilon is None else epsilon
-    rng = np.random.default_rng(seed)
-    returns = []
-    steps = 0
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        on_frame(env.render())
-        total, done = 0.0, False
-        while not done and steps < max_steps:
-            if eps > 0 and rng.random() < eps:
-                action = int(rng.integers(env.action_space.n))
-            else:
-                action = agent.greedy_action(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-            on_frame(env.render())
-        returns.append(total)
-    env.close()
-    return returns
+    try:
+        if "rgb_array" not in (env.metadata.get("render_modes") or []):
+            raise QzooError(f"{agent.env_id} cannot render frames (rgb_array)")
+        stats = play_episodes(agent.greedy_action, env, episodes, seed, eps,
+                              on_step=lambda event: on_frame(event.env.render()), max_steps=max_steps)
+    finally:
+        env.close()
+    return list(stats.returns)
 
 
 def record(agent, path: Path, episodes: int = 1, seed: int = 0, fps: int = 30, max_steps: int = 100_000,
@@ -71,6 +71,7 @@ def record(agent, path: Path, episodes: int = 1, seed: int = 0, fps: int = 30, m
     """Write an mp4 (and optionally a GIF) of ``episodes`` episodes; returns frame count and returns."""
     import imageio.v2 as imageio
 
+    _checked_epsilon(agent, epsilon, max_steps)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     gif_frames: list[np.ndarray] = []

@@ -246,10 +246,6 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.capacity if self.full else self.pos
 
-    @property
-    def bytes_per_transition(self) -> float:
-        return self.nbytes / self.capacity
-
     def nbytes_used(self) -> int:
         """Bytes held now: the allocation, or for compressed frames the blocks stored so far."""
         if not self.compress:

@@ -135,14 +135,21 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- writing
 
 
-def _seal(path: Path) -> dict[str, Any]:
-    """fsync a written file and return its manifest entry (size, sha256)."""
+def _sha256(path: Path, fsync: bool = False) -> str:
+    """A file's sha256, read in 16 MB chunks; ``fsync``: also flush it to the disk."""
     digest = hashlib.sha256()
-    with open(path, "rb+") as f:
+    with open(path, "rb+" if fsync else "rb") as f:
         for chunk in iter(lambda: f.read(1 << 24), b""):
             digest.update(chunk)
-        os.fsync(f.fileno())
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+        if fsync:
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _seal(path: Path) -> dict[str, Any]:
+    """fsync a written file and return its manifest entry (size, sha256)."""
+    digest = _sha256(path, fsync=True)
+    return {"size": path.stat().st_size, "sha256": digest}
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -268,11 +275,7 @@ def read(folder: Path) -> Checkpoint:
         size = path.stat().st_size
         if size != entry.get("size"):
             raise QzooError(f"{damaged}: {name} is truncated or altered ({size} bytes, {entry.get('size')} expected)")
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != entry.get("sha256"):
+        if _sha256(path) != entry.get("sha256"):
             raise QzooError(f"{damaged}: {name} does not match its sha256 (corrupt)")
     state = json.loads((folder / STATE).read_text())
     if state.get("format") != CHECKPOINT_FORMAT:

@@ -209,6 +209,7 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
     import cv2
 
     from qzoo.evaluation import StepEvent, play_episodes
+    from qzoo.runs import run_dir_of
 
     if args.episodes < 1 or args.max_steps < 1:
         raise QzooError("--episodes and --max-steps must be >= 1")
@@ -227,8 +228,7 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
         raise QzooError(f"{agent.env_id} cannot render as {mode}; try --render frames")
     frames_dir = None
     if mode == "frames":
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir / "enjoy"
+        frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir_of(path) / "enjoy"
         frames_dir.mkdir(parents=True, exist_ok=True)
     frames = 0
 

@@ -25,15 +25,20 @@ def mypy(path: Path) -> subprocess.CompletedProcess:
                            "--no-incremental", str(path)], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
-def test_the_type_checker_holds_both_agents_to_the_protocol_and_names_what_a_third_one_lacks(tmp_path):
+def test_the_type_checker_holds_both_agents_to_the_protocol_and_names_what_they_lack(tmp_path):
     done = mypy(ROOT / "tests" / "typecheck" / "agents_conform.py")
     assert done.returncode == 0, done.stdout
-    third = tmp_path / "third_agent.py"
-    third.write_text((ROOT / "tests" / "typecheck" / "agents_conform.py").read_text() + (
-        "\n\nclass Sketch(QLearning):\n    close = None  # not a method: breaks the protocol\n\n\n"
-        "def with_sketch(sketch: Sketch) -> Agent:\n    return sketch\n"))
-    done = mypy(third)
-    assert done.returncode == 1 and "third_agent.py:" in done.stdout and "close" in done.stdout, done.stdout
+    # A member added to the protocol is a checklist: the checker names it for every agent that lacks it.
+    grown = tmp_path / "grown_protocol.py"
+    grown.write_text("from typing import Protocol\n\nfrom qzoo.agent import Agent\nfrom qzoo.dqn import DQN\n"
+                     "from qzoo.qlearning import QLearning\n\n\nclass Grown(Agent, Protocol):\n"
+                     "    def new_member(self) -> int: ...\n\n\n"
+                     "def every_agent(dqn: DQN, table: QLearning) -> list[Grown]:\n    return [dqn, table]\n")
+    done = mypy(grown)
+    assert done.returncode == 1, done.stdout
+    for agent in ("DQN", "QLearning"):
+        assert f'"{agent}" is missing following "Grown" protocol member' in done.stdout, done.stdout
+    assert done.stdout.count("new_member") == 2
 
 
 @pytest.mark.parametrize("agent", [DQN("CartPole-v1", **TINY), QLearning("FrozenLake-v1", seed=1)],

@@ -19,14 +19,14 @@ TINY = {"n_timesteps": 1200, "learning_starts": 200, "buffer_size": 2000, "eval_
         "checkpoint_freq": 0, "log_interval": 300, "seed": 4, "torch_threads": 1}
 
 
-def mypy(path: Path) -> subprocess.CompletedProcess:
+def mypy(path: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MYPYPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
-                           "--no-incremental", str(path)], capture_output=True, text=True, env=env, cwd=ROOT)
+                           "--cache-dir", str(cache), str(path)], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
 def test_the_type_checker_holds_both_agents_to_the_protocol_and_names_what_they_lack(tmp_path):
-    done = mypy(ROOT / "tests" / "typecheck" / "agents_conform.py")
+    done = mypy(ROOT / "tests" / "typecheck" / "agents_conform.py", tmp_path / "cache")
     assert done.returncode == 0, done.stdout
     # A member added to the protocol is a checklist: the checker names it for every agent that lacks it.
     grown = tmp_path / "grown_protocol.py"
@@ -34,7 +34,7 @@ def test_the_type_checker_holds_both_agents_to_the_protocol_and_names_what_they_
                      "from qzoo.qlearning import QLearning\n\n\nclass Grown(Agent, Protocol):\n"
                      "    def new_member(self) -> int: ...\n\n\n"
                      "def every_agent(dqn: DQN, table: QLearning) -> list[Grown]:\n    return [dqn, table]\n")
-    done = mypy(grown)
+    done = mypy(grown, tmp_path / "cache")
     assert done.returncode == 1, done.stdout
     for agent in ("DQN", "QLearning"):
         assert f'"{agent}" is missing following "Grown" protocol member' in done.stdout, done.stdout

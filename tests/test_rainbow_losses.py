@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from qzoo.losses import c51_loss, c51_projection, n_step_returns, quantile_huber_loss, quantile_midpoints
+from qzoo.buffer import n_step_returns
+from qzoo.losses import c51_loss, c51_projection, quantile_huber_loss, quantile_midpoints
 
 F, T = False, True
 

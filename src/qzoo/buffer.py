@@ -30,7 +30,7 @@ n-step returns (``n_step > 1``) are computed at sample time from the 1-step rows
 same for every n. Each row records ``successor``, the row of the same stream's next transition (-1 until
 it is written), so a window follows its own stream even when ``n_envs`` streams interleave; the ring
 overwrites rows oldest first, so a live row's successors are live too. A window is usable once it holds
-n rows or ends on a termination or truncation (``qzoo.losses.n_step_returns`` stops there); the newest
+n rows or ends on a termination or truncation (``n_step_returns`` stops there); the newest
 rows of a stream wait. Cost: 8 more bytes per transition.
 
 Prioritised replay (``prioritized=True``, Schaul et al. 2016): a ``SumTree`` over the transition rows,
@@ -47,10 +47,50 @@ from typing import NamedTuple
 import numpy as np
 
 from qzoo.errors import QzooError
-from qzoo.losses import n_step_returns
 from qzoo.sumtree import SumTree, importance_weights, proportional_priorities
 
 _INDEX_DTYPE = np.int64  # absolute frame numbers: they never wrap, which makes validity a comparison
+
+
+class NStepReturns(NamedTuple):
+    """Shapes (B,), (B,), (B,): sum_{j<k} gamma^j r_j, the bootstrap discount, and k - 1."""
+
+    returns: np.ndarray
+    discounts: np.ndarray
+    bootstrap_offset: np.ndarray
+
+
+def n_step_returns(
+    rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, gamma: float
+) -> NStepReturns:
+    """The n-step return of each window of n consecutive transitions of one stream (Sutton & Barto, eq. 7.1).
+
+    The window stops after k <= n transitions: at its first termination or truncation, else after n. Then
+
+        G = sum_{j=0}^{k-1} gamma^j r_{t+j}
+        y = G + discount * max_a Q(s_{t+k}, a),   discount = 0 if transition t+k-1 terminated, else gamma^k.
+
+    A termination inside the window: no bootstrap. A truncation inside it (a time limit, Pardo et al. 2018):
+    bootstrap from that transition's final observation with gamma^k, k < n. Transitions after the first end
+    belong to the next episode and are ignored. ``bootstrap_offset`` = k - 1 names the transition of the window
+    whose ``next_obs`` is s_{t+k}. n = 1 gives DQN's one-step target.
+
+    numpy, not torch: the replay memory computes this at sample time from the rows it already gathered, so
+    one memory serves every n. The caller passes only windows that are complete or end on an episode end.
+    Shapes: rewards, terminated, truncated (B, n). Returns float32, float32, int64 arrays of shape (B,).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terminated = np.asarray(terminated, dtype=bool)
+    ended = terminated | np.asarray(truncated, dtype=bool)
+    n = rewards.shape[1]
+    # k - 1: the first end in the window, or the last transition when the episode runs through it.
+    offset = np.where(ended.any(axis=1), ended.argmax(axis=1), n - 1)
+    steps = np.arange(n)
+    inside = steps[None, :] <= offset[:, None]
+    returns = (rewards * gamma ** steps[None, :] * inside).sum(axis=1)
+    last_terminated = terminated[np.arange(rewards.shape[0]), offset]
+    discounts = np.where(last_terminated, 0.0, float(gamma) ** (offset + 1))
+    return NStepReturns(returns.astype(np.float32), discounts.astype(np.float32), offset.astype(np.int64))
 
 
 class ReplayBatch(NamedTuple):
@@ -58,7 +98,7 @@ class ReplayBatch(NamedTuple):
 
     With ``n_step > 1``, ``rewards`` are the n-step returns sum_{j<k} gamma^j r_{t+j}, ``next_obs`` is s_{t+k},
     ``terminated`` / ``truncated`` say how the window ended and ``discounts`` is gamma^k, or 0 after a
-    termination (``qzoo.losses.n_step_returns``); it is None for 1-step batches. ``rows`` are the
+    termination (``n_step_returns``); it is None for 1-step batches. ``rows`` are the
     transition rows sampled and ``weights`` the importance-sampling weights (prioritised replay only).
     """
 

@@ -1,14 +1,13 @@
 """The maths of DQN as pure functions of tensors: no config, no state, nothing of qzoo's imported.
 
-The n-step return takes numpy arrays: the replay memory (numpy) computes it at sample time.
-The Rainbow pieces (n-step, C51, QR-DQN) are described in docs/rainbow.md.
+The Rainbow pieces (C51, QR-DQN) are described in docs/rainbow.md; the n-step return is numpy and lives
+beside the replay memory that computes it (``qzoo.buffer.n_step_returns``).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -76,50 +75,6 @@ def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) ->
         else:
             for t, o in zip(target.parameters(), online.parameters()):
                 t.lerp_(o, tau)
-
-
-# ------------------------------------------------------------------------------------ n-step returns
-
-
-class NStepReturns(NamedTuple):
-    """Shapes (B,), (B,), (B,): sum_{j<k} gamma^j r_j, the bootstrap discount, and k - 1."""
-
-    returns: np.ndarray
-    discounts: np.ndarray
-    bootstrap_offset: np.ndarray
-
-
-def n_step_returns(
-    rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, gamma: float
-) -> NStepReturns:
-    """The n-step return of each window of n consecutive transitions of one stream (Sutton & Barto, eq. 7.1).
-
-    The window stops after k <= n transitions: at its first termination or truncation, else after n. Then
-
-        G = sum_{j=0}^{k-1} gamma^j r_{t+j}
-        y = G + discount * max_a Q(s_{t+k}, a),   discount = 0 if transition t+k-1 terminated, else gamma^k.
-
-    A termination inside the window: no bootstrap. A truncation inside it (a time limit, Pardo et al. 2018):
-    bootstrap from that transition's final observation with gamma^k, k < n. Transitions after the first end
-    belong to the next episode and are ignored. ``bootstrap_offset`` = k - 1 names the transition of the window
-    whose ``next_obs`` is s_{t+k}. n = 1 gives DQN's one-step target.
-
-    numpy, not torch: the replay memory computes this at sample time from the rows it already gathered, so
-    one memory serves every n. The caller passes only windows that are complete or end on an episode end.
-    Shapes: rewards, terminated, truncated (B, n). Returns float32, float32, int64 arrays of shape (B,).
-    """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    terminated = np.asarray(terminated, dtype=bool)
-    ended = terminated | np.asarray(truncated, dtype=bool)
-    n = rewards.shape[1]
-    # k - 1: the first end in the window, or the last transition when the episode runs through it.
-    offset = np.where(ended.any(axis=1), ended.argmax(axis=1), n - 1)
-    steps = np.arange(n)
-    inside = steps[None, :] <= offset[:, None]
-    returns = (rewards * gamma ** steps[None, :] * inside).sum(axis=1)
-    last_terminated = terminated[np.arange(rewards.shape[0]), offset]
-    discounts = np.where(last_terminated, 0.0, float(gamma) ** (offset + 1))
-    return NStepReturns(returns.astype(np.float32), discounts.astype(np.float32), offset.astype(np.int64))
 
 
 # ------------------------------------------------------------------------------- distributional RL

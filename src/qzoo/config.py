@@ -251,7 +251,7 @@ _RLZOO_IGNORED = {
     "replay_buffer_class": "qzoo has one replay memory",
     "replay_buffer_kwargs": "qzoo has one replay memory",
     "normalize": "observation normalisation is not part of DQN",
-    "vec_env_wrapper": "qzoo steps one environment",
+    "vec_env_wrapper": "qzoo builds its own vector env from n_envs and vec_env",
     "callback": "callbacks are not configurable from YAML",
     "monitor_kwargs": "qzoo records episodes itself",
     "verbose": "qzoo always shows progress",

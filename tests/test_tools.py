@@ -236,6 +236,9 @@ def test_push_folder_card_parses_and_round_trips_through_evaluate_and_train(runs
 
 def test_push_refuses_without_a_token_or_into_a_used_folder(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))  # no cached login either
     assert main(["push", str(runs / "cartpole-0"), "--repo-id", "someone/cartpole"]) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
     used = tmp_path / "used"
@@ -244,3 +247,42 @@ def test_push_refuses_without_a_token_or_into_a_used_folder(runs, tmp_path, caps
     assert main(["push", str(runs / "cartpole-0"), "--out", str(used)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert [p.name for p in used.iterdir()] == ["keep.txt"]
+
+
+class _FailingHub:
+    """huggingface_hub.HfApi's stand-in: records the token it was given, then fails the upload (no network)."""
+
+    tokens: list = []
+
+    def __init__(self, token=None, **kwargs):
+        self.tokens.append(token)
+
+    def create_repo(self, repo_id, exist_ok=False):
+        pass
+
+    def upload_folder(self, **kwargs):
+        raise ConnectionError("Hub unreachable")
+
+
+def test_push_takes_the_token_from_the_flag_then_hf_token_then_the_cached_login_and_keeps_a_failed_upload(
+        runs, tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FailingHub)
+    monkeypatch.setattr(_FailingHub, "tokens", [])
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    (home / "token").write_text("hf_cached_login")  # what huggingface-cli login / notebook_login() leave
+    # HF_HOME/token as huggingface_hub resolved it when it was imported (its constants are read once).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    push = ["push", str(runs / "cartpole-0"), "--repo-id", "me/cartpole", "--episodes", "1", "--no-video"]
+    assert main(push) == 2
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    assert main(push) == 2
+    assert main([*push, "--token", "hf_from_flag"]) == 2
+    assert _FailingHub.tokens == ["hf_cached_login", "hf_from_env", "hf_from_flag"]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("qzoo: error:")]
+    assert len(errors) == 3 and all("upload to me/cartpole failed (Hub unreachable)" in e for e in errors)
+    kept = Path(errors[-1].rsplit("kept in ", 1)[1])
+    assert (kept / "model.pt").is_file() and (kept / "README.md").is_file()  # upload it again or by hand

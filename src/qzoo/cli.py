@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     push = sub.add_parser("push", help="a Hugging Face Hub folder (model card, model, results, video); upload it")
     push.add_argument("run", help="run folder or model file")
     push.add_argument("--out", help="write the folder here and upload nothing")
-    push.add_argument("--repo-id", help="Hub repository, user/name (uploads; needs HF_TOKEN or --token)")
-    push.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN)")
+    push.add_argument("--repo-id", help="Hub repository, user/name (uploads; needs a login, HF_TOKEN or --token)")
+    push.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN, else the `huggingface-cli login` one)")
     push.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the card (default 10)")
     push.add_argument("--seed", type=int, default=0)
     push.add_argument("--no-video", action="store_true")
@@ -373,23 +373,26 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    import shutil
     import tempfile
 
-    from qzoo.hub import build_folder, upload
+    from qzoo.hub import build_folder, find_token, upload
 
     if not args.out and not args.repo_id:
         raise QzooError("push needs --out DIR (write the folder only) or --repo-id USER/NAME (upload)")
-    if not args.out and not (args.token or os.environ.get("HF_TOKEN")):
-        raise QzooError("no Hugging Face token: set HF_TOKEN or pass --token, or write the folder only with --out")
+    token = None if args.out else find_token(args.token)
+    if not args.out and not token:
+        raise QzooError("no Hugging Face token: run `huggingface-cli login`, set HF_TOKEN or pass --token, "
+                        "or write the folder only with --out")
     agent, path = _load_agent(args.run, args.best)
     if args.out:
         result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video, args.repo_id)
         _print(result, args.json, f"wrote {args.out}: mean {result['mean']:.2f} +/- {result['std']:.2f}")
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "hub"
-        result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
-        result["url"] = upload(folder, args.repo_id, args.token)
+    folder = Path(tempfile.mkdtemp(prefix="qzoo-push-")) / "hub"
+    result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
+    result["url"] = upload(folder, args.repo_id, token)  # a failed upload keeps the folder and names it
+    shutil.rmtree(folder.parent)
     _print(result, args.json, f"uploaded to {result['url']}")
     return 0
 

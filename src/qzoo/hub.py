@@ -9,7 +9,6 @@ leaderboards read (the Deep RL course's leaderboard reads ``mean_reward`` as "me
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -99,11 +98,19 @@ def build_folder(agent, model_path: Path, out: Path, episodes: int, seed: int, v
     return {"folder": str(out), **results}
 
 
-def upload(folder: Path, repo_id: str, token: str | None) -> str:
-    """Create the Hub repository if needed and upload the folder; returns its URL."""
-    token = token or os.environ.get("HF_TOKEN")
-    if not token:
-        raise QzooError("no Hugging Face token: set HF_TOKEN or pass --token, or write the folder only with --out")
+def find_token(token: str | None) -> str | None:
+    """The Hugging Face token, as the course logs in: ``--token``, else ``HF_TOKEN``, else the login cached by
+    ``huggingface-cli login`` / ``notebook_login()`` (``huggingface_hub.get_token`` reads both of the last two)."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def upload(folder: Path, repo_id: str, token: str) -> str:
+    """Create the Hub repository if needed and upload the folder; returns its URL. A failed upload leaves
+    ``folder`` as it is and says where it is, so it can be uploaded again or by hand."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -111,7 +118,8 @@ def upload(folder: Path, repo_id: str, token: str | None) -> str:
         api.create_repo(repo_id, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload qzoo agent")
     except Exception as exc:  # network, permission, name: all one line for the user
-        raise QzooError(f"upload to {repo_id} failed: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise QzooError(f"upload to {repo_id} failed ({reason}); the prepared folder is kept in {folder}") from None
     return f"https://huggingface.co/{repo_id}"
 
 

@@ -1,5 +1,6 @@
 """Replay memory: exact stacks, episode boundaries, wrap-around, flags, and its size."""
 
+import copy
 from collections import deque
 
 import numpy as np
@@ -152,3 +153,57 @@ def test_compressed_space_invaders_transitions_take_at_most_2_kb():
     assert per_transition <= 2000, per_transition
     batch = agent.buffer.sample(32)
     assert batch.obs.shape == (32, 4, 84, 84) and batch.obs.dtype == np.uint8 and batch.obs.max() > 0
+
+
+# ------------------------------------------------------------------ bursts: n minibatches drawn at once
+
+
+def test_one_draw_of_n_times_b_integers_is_n_draws_of_b():
+    """What ReplayBuffer.sample_steps builds on: numpy's bounded integers keep no buffer between calls."""
+    one, many = np.random.default_rng(7), np.random.default_rng(7)
+    for size, batch_size in [(1000, 7), (5000, 32), (3, 13)]:
+        np.testing.assert_array_equal(one.integers(0, size, 9 * batch_size),
+                                      np.concatenate([many.integers(0, size, batch_size) for _ in range(9)]))
+        assert one.bit_generator.state == many.bit_generator.state
+
+
+def streams_with_short_episodes(n_step: int, seed: int = 3) -> ReplayBuffer:
+    """Two interleaved streams of episodes of 1 to 6 steps (terminated or truncated), both still running at the
+    end: each stream's newest n_step - 1 rows have no complete window yet."""
+    buffer = ReplayBuffer(64, (1,), np.float32, n_envs=2, n_step=n_step, gamma=0.5, seed=seed)
+    rng = np.random.default_rng(seed)
+    left = [0, 0]  # steps left in each stream's episode
+    for t in range(40):
+        for env in (0, 1):
+            left[env] = left[env] or int(rng.integers(1, 7))
+            left[env] -= 1
+            end = left[env] == 0 and t < 39
+            buffer.add(np.array([t], np.float32), t, 1.0, np.array([t + 1], np.float32), end and env == 0,
+                       end and env == 1, env_index=env)
+    return buffer
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_a_burst_draws_the_rows_of_n_minibatches_drawn_one_by_one(n_step):
+    """Regression (issue 12): a burst drew its n * B rows in one call and redrew the unusable ones after all of
+    them, so with n_step > 1 its minibatches were not those of n calls of sample(B)."""
+    buffer = streams_with_short_episodes(n_step)
+    twin = copy.deepcopy(buffer)
+    single_draw = copy.deepcopy(buffer.rng).integers(0, len(buffer), 8 * 16)
+    assert buffer._usable(single_draw).all() == (n_step == 1)  # with n_step 3 some rows must be redrawn
+    burst = buffer.sample_steps(8, 16)
+    steps = [twin.sample(16) for _ in range(8)]
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated", "truncated", "discounts"):
+        expected = [getattr(batch, name) for batch in steps]
+        if expected[0] is None:
+            assert getattr(burst, name) is None
+        else:
+            np.testing.assert_array_equal(getattr(burst, name), np.concatenate(expected), err_msg=name)
+    assert buffer.rng.bit_generator.state == twin.rng.bit_generator.state
+
+
+def test_prioritised_memories_draw_each_minibatch_after_the_last_priorities():
+    buffer = ReplayBuffer(16, (1,), np.float32, prioritized=True, seed=0)
+    buffer.add(np.zeros(1, np.float32), 0, 1.0, np.ones(1, np.float32), True, False)
+    with pytest.raises(ValueError, match="priorities"):
+        buffer.sample_steps(2, 4)

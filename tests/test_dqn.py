@@ -139,6 +139,26 @@ def test_the_bfloat16_target_copy_equals_autocast_of_the_target_and_follows_ever
     assert all(p.dtype == torch.float32 for p in agent.target_net.parameters())  # the checkpointed target stays float32
 
 
+def test_a_loaded_agent_and_a_polyak_update_give_a_bfloat16_copy_of_their_own_target(tmp_path):
+    """update_target makes the copy again from the new weights (tau < 1 too), and an agent loaded from a file
+    evaluates the loaded target network, not the one it was built with."""
+    agent = DQN("BreakoutNoFrameskip-v4", **{**ATARI_FAST, "tau": 0.5})
+    obs = torch.randint(0, 256, (4, *agent.obs_shape), dtype=torch.uint8)
+
+    def both(a):
+        with a._autocast(), torch.no_grad():
+            return a.target_net(obs).float(), a._target_forward(obs).float()
+
+    agent.learn(250)  # learning from 200: the online network moved away from the target
+    stale, _ = both(agent)
+    agent.update_target()
+    reference, fast = both(agent)
+    assert not torch.equal(reference, stale) and torch.equal(reference, fast)
+    agent.save(tmp_path / "model.pt", with_training_state=True)
+    loaded = DQN.load(tmp_path / "model.pt")
+    assert torch.equal(both(loaded)[1], fast)
+
+
 def test_acting_is_float32_whatever_the_training_precision():
     agent = DQN("BreakoutNoFrameskip-v4", **ATARI_FAST)
     obs = np.random.default_rng(0).integers(0, 256, agent.obs_shape, dtype=np.uint8)

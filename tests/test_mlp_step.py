@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qzoo import dqn as dqn_module
+from qzoo import fast_updates
 from qzoo.dqn import DQN
 from qzoo.losses import q_loss, td_target
 from qzoo.mlp_step import FlatMLP, loss_values
@@ -113,7 +113,8 @@ AGENT = dict(n_timesteps=2000, learning_starts=600, buffer_size=5000, batch_size
 
 
 def twin_agents(**extra):
-    """Two agents with the same weights and replay memory, one stepping by hand, one through autograd."""
+    """Two agents with the same weights and replay memory, one stepping by hand (``train_steps``), one through
+    autograd (``train_steps`` with ``manual_mlp_step`` off, or ``train_step``, the paper's step)."""
     manual = DQN("CartPole-v1", **AGENT, **extra)
     manual.learn(600)  # fills the memory; no gradient step before learning_starts
     plain = copy.deepcopy(manual)
@@ -133,7 +134,7 @@ def test_dqn_uses_the_manual_step_for_the_plain_mlp_only():
 @pytest.mark.parametrize("extra", [{}, {"n_step": 3, "loss": "mse"}])
 def test_dqn_train_step_by_hand_matches_autograd_on_the_same_minibatches(extra):
     manual, plain = twin_agents(**extra)
-    losses = [(manual.train_step(), plain.train_step()) for _ in range(30)]
+    losses = [(manual.train_steps(1)[0], plain.train_step()) for _ in range(30)]
     np.testing.assert_allclose(*zip(*losses), rtol=1e-4)
     for a, b in zip(manual.q_net.parameters(), plain.q_net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -148,21 +149,27 @@ def test_autograd_continues_where_the_manual_step_left_adam():
     """Adam's moments live where torch.optim.Adam keeps them: a checkpoint of either path resumes in the other."""
     manual, plain = twin_agents()
     for _ in range(10):
-        manual.train_step(), plain.train_step()
+        manual.train_steps(1), plain.train_step()
     manual.manual_mlp_step = False  # from here, torch.optim.Adam reads the moments the manual step wrote
     for _ in range(10):
-        manual.train_step(), plain.train_step()
+        manual.train_steps(1), plain.train_steps(1)
     for a, b in zip(manual.q_net.parameters(), plain.q_net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("double_q, burst_rows", [(False, 16_384), (True, 16_384), (False, 100)])
-def test_a_burst_of_steps_samples_and_steps_as_single_steps_do(double_q, burst_rows, monkeypatch):
+@pytest.mark.parametrize("double_q, burst_rows, n_step", [
+    (False, 16_384, 1), (True, 16_384, 1), (False, 100, 1),
+    (True, 16_384, 3),  # n-step: a stream's newest 2 rows are unusable, so bursts redraw rows
+])
+def test_a_burst_of_steps_samples_and_steps_as_single_steps_do(double_q, burst_rows, n_step, monkeypatch):
     """train_steps(n) draws its n minibatches in one call and the target values in one pass (in bursts of
     MLP_BURST_ROWS transitions: 100 rows make 10 bursts of 3 steps): the same rows and the same steps as n
     calls of the autograd path's train_step."""
-    monkeypatch.setattr(dqn_module, "MLP_BURST_ROWS", burst_rows)
-    manual, plain = twin_agents(double_q=double_q)
+    monkeypatch.setattr(fast_updates, "MLP_BURST_ROWS", burst_rows)
+    manual, plain = twin_agents(double_q=double_q, n_step=n_step)
+    if n_step > 1:  # the burst's single draw hits unusable rows: it must draw minibatch by minibatch instead
+        probe = copy.deepcopy(manual.buffer.rng).integers(0, len(manual.buffer), 30 * AGENT["batch_size"])
+        assert not manual.buffer._usable(probe).all()
     burst = manual.train_steps(30)
     single = [plain.train_step() for _ in range(30)]
     np.testing.assert_allclose(burst, single, rtol=1e-4)

@@ -10,6 +10,7 @@ from qzoo.networks import (
     MinAtarCNN,
     NatureCNN,
     NoisyLinear,
+    QFunction,
     QNetwork,
     build_q_network,
     choose_network,
@@ -116,7 +117,7 @@ def test_c51_outputs_probabilities_and_expected_q(shape, dtype):
     probs = net(obs)
     assert probs.shape == (2, 3, 51)
     assert torch.all(probs >= 0) and torch.allclose(probs.sum(dim=2), torch.ones(2, 3))
-    assert torch.allclose(net.log_probs(obs).exp(), probs, atol=1e-6)
+    assert torch.allclose(torch.log_softmax(net.head_outputs(obs), dim=2).exp(), probs, atol=1e-6)  # logits
     assert net.support.tolist() == pytest.approx(np.linspace(-10, 10, 51).tolist(), abs=1e-6)
     assert torch.allclose(net.q_values(obs), (probs * net.support).sum(dim=2))
 
@@ -137,3 +138,50 @@ def test_builder_rejects_inconsistent_switches():
         build_q_network(*VECTOR, n_actions=2, distribution="iqn", n_atoms=8)
     with pytest.raises(QzooError):
         build_q_network(*VECTOR, n_actions=2, distribution="c51", n_atoms=1)
+
+
+# ------------------------------------------------------------------ one interface for every Q-network
+
+SEEDED_PLAIN_NETWORKS = [  # (network, its state_dict's names, sha256 of its state_dict after torch.manual_seed(0))
+    (lambda: MLP(4, 2, (64, 64)), ["net.1.0.weight", "net.1.0.bias", "net.1.2.weight", "net.1.2.bias",
+                                   "net.1.4.weight", "net.1.4.bias"], "d5fb5ec4463259c9"),
+    (lambda: NatureCNN(4, 6, (512,), 84), ["features.0.weight", "features.0.bias", "features.2.weight",
+                                           "features.2.bias", "features.4.weight", "features.4.bias",
+                                           "head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"],
+     "097eb2d8aa56cf11"),
+    (lambda: MinAtarCNN(4, 6, (128,), 10), ["features.1.weight", "features.1.bias", "head.0.weight", "head.0.bias",
+                                            "head.2.weight", "head.2.bias"], "801ebe4326ecbd0c"),
+]
+
+
+@pytest.mark.parametrize("make, names, sha", SEEDED_PLAIN_NETWORKS, ids=["mlp", "nature_cnn", "minatar_cnn"])
+def test_the_plain_networks_keep_their_state_dict_names_and_seeded_weights(make, names, sha):
+    """Model files and run fingerprints hash these names and weights: they must not change (issue 12)."""
+    torch.manual_seed(0)
+    net = make()
+    assert list(net.state_dict()) == names
+    assert weights_sha256(net)[:16] == sha
+
+
+@pytest.mark.parametrize("shape, dtype", [VECTOR, FRAMES, GRID], ids=["vector", "frames", "grid"])
+@pytest.mark.parametrize("switches, atoms", [({}, 1), ({"dueling": True}, 1), ({"noisy": True}, 1),
+                                             ({"distribution": "c51", "n_atoms": 5}, 5),
+                                             ({"distribution": "qr", "n_atoms": 4}, 4)])
+def test_every_q_network_answers_the_same_questions(shape, dtype, switches, atoms):
+    torch.manual_seed(0)
+    net = build_q_network(shape, dtype, 3, **switches)
+    assert isinstance(net, QFunction)
+    obs = torch.randint(0, 2, (2, *shape), dtype=torch.uint8) if dtype == np.uint8 else torch.randn(2, *shape)
+    q, head = net.q_values(obs), net.head_outputs(obs)
+    assert q.shape == (2, 3) and head.shape == (2, 3, atoms)
+    if not switches:  # plain: Q itself, and the head's outputs are Q with one atom
+        assert torch.equal(q, net(obs)) and torch.equal(head.squeeze(2), q)
+    before = {name: b.clone() for name, b in net.named_buffers()}
+    net.reset_noise()  # new noise where there is noise; nothing otherwise
+    noisy = any(not torch.equal(before[name], b) for name, b in net.named_buffers())
+    assert noisy == bool(switches.get("noisy"))
+    flat = net.plain_mlp_layers()  # only the plain MLP is what qzoo.mlp_step.FlatMLP steps
+    if switches or shape != VECTOR[0]:
+        assert flat is None
+    else:
+        assert [m.weight.shape for m in flat] == [(64, 4), (64, 64), (3, 64)]

@@ -402,26 +402,59 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, beta: float = 1.0) -> ReplayBatch:
         """A minibatch of usable transitions: uniform, or proportional to priority with IS weights of exponent ``beta``."""
+        if self.tree is None:
+            return self._batch(self._uniform_rows(batch_size))
         size = len(self)
         if size == 0:
             raise ValueError("cannot sample from an empty replay memory")
-        weights = None
-        if self.tree is not None:
+        rows, probabilities = self.tree.sample(batch_size, self.rng)
+        invalid = ~self._valid(rows)
+        while invalid.any():  # frames overwritten (very short episodes): never draw these rows again
+            self.tree.update(rows[invalid], np.zeros(int(invalid.sum())))
             rows, probabilities = self.tree.sample(batch_size, self.rng)
             invalid = ~self._valid(rows)
-            while invalid.any():  # frames overwritten (very short episodes): never draw these rows again
-                self.tree.update(rows[invalid], np.zeros(int(invalid.sum())))
-                rows, probabilities = self.tree.sample(batch_size, self.rng)
-                invalid = ~self._valid(rows)
-            weights = importance_weights(probabilities, size, beta)
-        else:
-            if self.n_step > 1 and size <= self.n_step * self.n_envs and not self._usable(np.arange(size)).any():
-                raise ValueError("no transition has a complete n-step window yet")  # else the loop below never ends
-            rows = self.rng.integers(0, size, batch_size)
+        return self._batch(rows, importance_weights(probabilities, size, beta))
+
+    def sample_steps(self, n: int, batch_size: int) -> ReplayBatch:
+        """``n`` uniform minibatches at once, concatenated (n * batch_size rows): the rows that ``n`` calls of
+        ``sample(batch_size)`` draw, in their order, and the generator left in the same state.
+
+        Why it holds: one call ``rng.integers(0, size, n * B)`` gives the same numbers as n calls of B (numpy's
+        bounded integers keep no buffer between calls; tests/test_buffer.py pins it). Where a row is unusable
+        (a stream's newest n_step - 1 rows, or frames overwritten), ``sample`` redraws it before the next
+        minibatch is drawn; then the generator is rewound and the n minibatches are drawn one by one, as n
+        calls of ``sample`` would. With ``n_step = 1`` and vector observations that never happens.
+        Prioritised minibatches depend on the priorities each gradient step writes: draw them with ``sample``.
+        """
+        if self.tree is not None:
+            raise ValueError("prioritised minibatches depend on the previous step's priorities: use sample()")
+        self._check_uniform_draw()
+        state = self.rng.bit_generator.state
+        rows = self.rng.integers(0, len(self), n * batch_size)
+        if not self._usable(rows).all():
+            self.rng.bit_generator.state = state
+            rows = np.concatenate([self._uniform_rows(batch_size) for _ in range(n)])
+        return self._batch(rows)
+
+    def _check_uniform_draw(self) -> None:
+        size = len(self)
+        if size == 0:
+            raise ValueError("cannot sample from an empty replay memory")
+        if self.n_step > 1 and size <= self.n_step * self.n_envs and not self._usable(np.arange(size)).any():
+            raise ValueError("no transition has a complete n-step window yet")  # else the redraws never end
+
+    def _uniform_rows(self, batch_size: int) -> np.ndarray:
+        """``batch_size`` usable rows, uniformly: unusable ones are redrawn until none is left."""
+        self._check_uniform_draw()
+        rows = self.rng.integers(0, len(self), batch_size)
+        invalid = ~self._usable(rows)
+        while invalid.any():  # rare: after a run of very short episodes, or a stream's newest n - 1 rows
+            rows[invalid] = self.rng.integers(0, len(self), int(invalid.sum()))
             invalid = ~self._usable(rows)
-            while invalid.any():  # rare: after a run of very short episodes, or a stream's newest n - 1 rows
-                rows[invalid] = self.rng.integers(0, size, int(invalid.sum()))
-                invalid = ~self._usable(rows)
+        return rows
+
+    def _batch(self, rows: np.ndarray, weights: np.ndarray | None = None) -> ReplayBatch:
+        """The minibatch of these transition rows: n-step returns and stacks rebuilt from the rings."""
         discounts = None
         rewards, terminated, truncated, last = self.rewards[rows], self.terminated[rows], self.truncated[rows], rows
         if self.n_step > 1:

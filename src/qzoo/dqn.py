@@ -13,8 +13,9 @@ switches (Hessel et al. 2018: dueling, noisy, distributional c51 / qr, n_step, p
 The switches change a few lines each (docs/rainbow.md): the network's head (``build_q_network``), epsilon
 (0 with NoisyNets, whose noise is redrawn before every action and every update), the minibatch (n-step
 returns, prioritised rows and importance weights, from ``ReplayBuffer``) and the loss in ``train_step``.
-Everything counts env steps (agent steps, after frame skip). The maths lives in ``qzoo.losses``; the
-run folder (CSV, TensorBoard, checkpoints) is the caller's ``Recorder``.
+Everything counts env steps (agent steps, after frame skip). The maths lives in ``qzoo.losses``, the measured
+fast paths of the update behind one seam in ``qzoo.fast_updates``; the run folder (CSV, TensorBoard,
+checkpoints) is the caller's ``Recorder``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats
+from qzoo.fast_updates import FlatMLPUpdates, flat_mlp_eligible, target_copy, training_memory_format
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
-from qzoo.mlp_step import FlatMLP, loss_values
-from qzoo.networks import FRAME_NETWORKS, MLP, QNetwork, build_q_network, choose_network, weights_sha256
+from qzoo.networks import FRAME_NETWORKS, QFunction, build_q_network, choose_network, weights_sha256
 from qzoo.periodic import PeriodicWork, crossings
 from qzoo.schedules import linear_schedule
 from qzoo.sumtree import beta_schedule
@@ -43,7 +44,6 @@ from qzoo.vector import final_observations, finished_episodes, make_envpool, mak
 
 MODEL_FORMAT = 1
 ALGO = "dqn"
-MLP_BURST_ROWS = 4_096  # transitions sampled at once for the plain MLP's steps (RL-Zoo CartPole: 2 bursts of 64 steps)
 
 
 def resolve_precision(requested: str, device: torch.device, network_kind: str) -> torch.dtype | None:
@@ -116,18 +116,14 @@ class DQN:
             sigma0=config.noisy_sigma0,
         )
         self.autocast_dtype = resolve_precision(config.precision, self.device, self.network_kind)
-        # Frame CNNs under bfloat16 keep weights and minibatches channels-last (NHWC), the layout oneDNN's
-        # bfloat16 convolutions compute in: the Nature CNN's gradient step 1.2x faster here (benchmarks/README.md).
-        self.memory_format = (torch.channels_last if self.autocast_dtype is not None
-                              and self.network_kind in FRAME_NETWORKS else torch.contiguous_format)
+        self.memory_format = training_memory_format(self.autocast_dtype, self.network_kind)  # NHWC for bfloat16 CNNs
         self.q_net.to(self.device, memory_format=self.memory_format)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = self._make_optimizer()
-        self._target_lowp: torch.nn.Module | None = None  # the target network in autocast_dtype (_target_forward)
-        # The plain MLP with Adam in float32 and an unweighted loss: its gradient steps by hand (_mlp_steps).
-        self.manual_mlp_step = (config.manual_mlp_step and type(self.q_net) is MLP and config.optimizer == "adam"
-                                and self.autocast_dtype is None and not config.prioritized_replay)
-        self._flat_mlp: tuple[FlatMLP, list[torch.nn.Linear]] | None = None  # _mlp_steps' buffers, q_net's layers
+        self._target_copy: QFunction | None = None  # what _target_forward evaluates; made again by update_target
+        # The plain MLP's gradient steps by hand where they compute what train_step does (qzoo.fast_updates).
+        self.manual_mlp_step = flat_mlp_eligible(config, self.q_net, self.optimizer, self.autocast_dtype)
+        self._fast_updates = FlatMLPUpdates(self)
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -223,9 +219,9 @@ class DQN:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                               enabled=self.autocast_dtype is not None)
 
-    def _q(self, net: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    def _q(self, net: QFunction, obs: torch.Tensor) -> torch.Tensor:
         """Q(s, .) (B, A) of either network, whatever its head (C51's mean, QR's mean quantile)."""
-        return net.q_values(obs) if isinstance(net, QNetwork) else net(obs)
+        return net.q_values(obs)
 
     @torch.inference_mode()
     def q_values(self, obs: np.ndarray, noise: bool = False) -> np.ndarray:
@@ -321,10 +317,10 @@ class DQN:
         return tensor
 
     def train_step(self) -> float:
-        """One gradient step on a minibatch (uniform or prioritised, 1- or n-step); returns the loss."""
+        """One gradient step of Algorithm 1 (Mnih et al. 2015) through autograd, on a minibatch (uniform or
+        prioritised, 1- or n-step): y = r + gamma * (1 - terminated) * Q_target(s', a*), a gradient step on
+        loss(Q(s, a), y) with the gradient norm clipped; returns the loss. ``train_steps`` takes n of them."""
         c = self.config
-        if self.manual_mlp_step:
-            return self._mlp_steps(1)[0]
         beta = beta_schedule(c.prioritized_replay_beta0, self.num_timesteps / max(self.horizon, 1))
         batch = self.buffer.sample(c.batch_size, beta)
         obs, next_obs = (self._to_device(frames).contiguous(memory_format=self.memory_format)
@@ -350,14 +346,14 @@ class DQN:
             target = td_target(rewards, terminated, next_target, gamma, next_out_online)
             q_taken = out_obs.gather(1, actions.unsqueeze(1)).squeeze(1)
             if weights is None:
-                loss, td_errors = q_loss(q_taken, target, c.loss), None
+                loss, priorities = q_loss(q_taken, target, c.loss), None
             else:  # Schaul et al. 2016: importance-weighted loss, priorities from |delta|
-                loss, td_errors = q_loss_per_sample(q_taken, target, c.loss, weights).loss, (target - q_taken).detach()
-        else:
-            loss, td_errors = self._distributional_loss(out_obs, next_out_online, next_target, actions, rewards,
-                                                        terminated, gamma, weights)
-        if td_errors is not None:
-            self.buffer.update_priorities(batch.rows, td_errors.float().cpu().numpy())
+                loss, priorities = q_loss_per_sample(q_taken, target, c.loss, weights).loss, (target - q_taken).detach()
+        else:  # C51 / QR: the per-sample losses are the priorities (Hessel et al. 2018, section 3)
+            loss, priorities = self._distributional_loss(out_obs, next_out_online, next_target, actions, rewards,
+                                                         terminated, gamma, weights)
+        if priorities is not None:  # the memory keeps p_i = (|x_i| + eps)^alpha (Schaul et al. 2016)
+            self.buffer.update_priorities(batch.rows, priorities.float().cpu().numpy())
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -372,76 +368,38 @@ class DQN:
         return value
 
     def train_steps(self, n: int) -> list[float]:
-        """``n`` gradient steps, as one train_freq crossing asks for; their losses. The plain MLP takes them in
-        bursts of at most MLP_BURST_ROWS sampled transitions (``_mlp_steps``): memory stays bounded whatever
-        gradient_steps and batch_size are."""
-        if not self.manual_mlp_step:
-            return [self.train_step() for _ in range(n)]
-        burst = max(1, MLP_BURST_ROWS // self.config.batch_size)
-        return [loss for start in range(0, n, burst) for loss in self._mlp_steps(min(burst, n - start))]
-
-    def _mlp_steps(self, n: int) -> list[float]:
-        """``n`` of ``train_step``'s gradient steps for the plain MLP by ``qzoo.mlp_step.FlatMLP``: autograd's and
-        Adam's arithmetic without a graph, the weights, gradients and moments in flat buffers (RL-Zoo's CartPole,
-        benchmarks/README.md). The target network only changes between env steps and uniform sampling does not
-        depend on the weights, so the n minibatches are drawn in one call and the target network's Q(s', .) is
-        computed in one pass over all of them; Double DQN's a* is still picked with each step's own weights.
-        The weights go back into ``q_net`` and Adam's moments into ``self.optimizer`` after the n steps."""
-        c, size = self.config, self.config.batch_size
-        batch = self.buffer.sample(n * size)
-
-        def per_step(array: np.ndarray) -> torch.Tensor:  # (n * B, ...) -> (n, B, ...)
-            return self._to_device(array).view(n, size, *array.shape[1:])
-
-        x, next_x = (per_step(a).flatten(2).float() for a in (batch.obs, batch.next_obs))
-        rewards, terminated = per_step(batch.rewards), per_step(batch.terminated)
-        gamma = c.gamma if batch.discounts is None else per_step(batch.discounts)
-        with torch.no_grad():
-            next_target = self.target_net(next_x.flatten(0, 1)).view(n, size, -1)
-        if self._flat_mlp is None:
-            linears = [m for m in self.q_net.modules() if isinstance(m, torch.nn.Linear)]
-            self._flat_mlp = (FlatMLP(linears, c.loss, c.max_grad_norm), linears)
-        flat, linears = self._flat_mlp
-        flat.load(linears, self.optimizer)
-        if c.double_q:
-            def target(k: int) -> torch.Tensor:
-                discount = gamma if isinstance(gamma, float) else gamma[k]
-                return td_target(rewards[k], terminated[k], next_target[k], discount, flat.q(next_x[k]))
-        else:
-            discount = gamma if isinstance(gamma, float) else gamma.flatten()
-            y = td_target(rewards.flatten(), terminated.flatten(), next_target.flatten(0, 1), discount).view(n, size)
-            target = y.__getitem__
-        deltas = flat.train(x, per_step(batch.actions).long(), target)
-        flat.store(linears, self.optimizer)
-        return [self._finish_update(value) for value in loss_values(deltas, c.loss).tolist()]
+        """``n`` gradient steps, as one train_freq crossing asks for; their losses. The plain MLP takes them through
+        the flat-buffer steps where those compute what ``train_step`` does (``qzoo.fast_updates``)."""
+        if self.manual_mlp_step:
+            return [self._finish_update(loss) for loss in self._fast_updates.steps(n)]
+        return [self.train_step() for _ in range(n)]
 
     def _target_forward(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """The target network's output at s', under the caller's autocast.
+        """The target network's output at s', under the caller's autocast; with bfloat16, from a bfloat16 copy of
+        the target network made once per target update (``qzoo.fast_updates.target_copy``): the same values."""
+        if self._target_copy is None:  # after update_target, or in a new (or loaded) agent
+            self._target_copy = target_copy(self.target_net, self.autocast_dtype, self.config.noisy)
+        return self._target_copy(next_obs)
 
-        With bfloat16 (and no noise to redraw), from a bfloat16 copy of the target network made when the target
-        changes, every target_update_interval env steps: autocast would otherwise cast its weights (1.7M for the
-        Nature CNN) at every gradient step. Autocast rounds to nearest the same way, so the values are identical.
-        """
-        if self.autocast_dtype is None or self.config.noisy:
-            return self.target_net(next_obs)
-        if self._target_lowp is None:
-            self._target_lowp = copy.deepcopy(self.target_net)
-            for param in self._target_lowp.parameters():  # weights only, as autocast: buffers (C51's support) stay
-                param.data = param.data.to(self.autocast_dtype)
-        return self._target_lowp(next_obs)
+    def update_target(self) -> None:
+        """Q_target <- Q (Mnih et al. 2015: every C env steps), or Polyak averaging with ``tau`` < 1; the bfloat16
+        copy of the target that ``_target_forward`` reads is made again from the new weights."""
+        soft_update(self.target_net, self.q_net, self.config.tau)
+        self._target_copy = None
 
     def _head(self, obs: torch.Tensor) -> torch.Tensor:
         """The online network's output for the loss: Q (B, A), C51 logits or QR quantiles (B, A, K), in float32."""
-        if isinstance(self.q_net, QNetwork) and self.config.distributional == "c51":
-            return self.q_net.head_outputs(obs).float()  # logits: the loss takes a log-softmax of them
-        return self.q_net(obs).float()
+        out = self.q_net.head_outputs(obs).float()  # C51: logits, the loss takes a log-softmax of them
+        return out.squeeze(2) if self.config.distributional == "none" else out
 
     def _distributional_loss(self, out_obs, next_out_online, next_target, actions, rewards, terminated, gamma, weights):
         """C51 (Bellemare et al. 2017) or QR-DQN (Dabney et al. 2018) loss; returns (loss, per-sample priorities).
 
         a* = argmax_a of the mean Q of the online network at s' (Double DQN, as Rainbow) or of the target network.
-        Priorities are the per-sample losses: the KL / cross-entropy for C51 (Hessel et al. 2018, section 3),
-        the quantile Huber loss for QR (Dabney et al. do not prioritise; our choice, docs/departures.md).
+        The priorities are the per-sample losses (None without importance ``weights``): the KL / cross-entropy for
+        C51 (Hessel et al. 2018, section 3), the quantile Huber loss for QR (Dabney et al. do not prioritise; our
+        choice, docs/departures.md). C51's log-probabilities are a log-softmax of the taken actions' logits:
+        numerically stable, the same value as the log of the softmax.
         """
         c, rows = self.config, torch.arange(len(actions), device=self.device)
         discounts = gamma * (1.0 - terminated.float())  # gamma^k, or 0 after a termination
@@ -474,7 +432,6 @@ class DQN:
             self._obs, _ = self.env.reset(seed=seeds)
         periodic = PeriodicWork(self, recorder, self._pending_losses)
         losses = self._pending_losses
-        self._target_lowp = None  # the target network may have been loaded or restored since the last learn()
 
         while self.num_timesteps < horizon:
             epsilon = self.exploration_rate(horizon)
@@ -484,8 +441,7 @@ class DQN:
                 # gradient steps on minibatches sampled from D
                 losses.extend(self.train_steps(crossings(t, steps, c.train_freq) * gradient_steps))
             if crossings(t, steps, c.target_update_interval):
-                soft_update(self.target_net, self.q_net, c.tau)  # Q_target <- Q every C env steps
-                self._target_lowp = None
+                self.update_target()  # Q_target <- Q every C env steps
             if periodic.after_env_step(epsilon, steps):
                 break
         return self

@@ -20,7 +20,12 @@ computes each step with no graph:
 ``torch.optim.Adam`` that own them, ``store`` copies them back in the optimizer's own layout (``step``,
 ``exp_avg``, ``exp_avg_sq`` per parameter): either path continues what the other began and checkpoints are
 unchanged. Steps agree with autograd and torch.optim.Adam to float32 rounding (tests/test_mlp_step.py).
-Nothing here imports qzoo; ``DQN`` decides when to use it.
+Nothing here imports qzoo; ``qzoo.fast_updates`` decides when to use it.
+
+Two of the operations are torch's private ones, protected only by the exact torch pin: ``torch._fused_adam_``
+(torch.optim.Adam(fused=True)'s kernel, without its Python wrapper) and ``aten::threshold_backward`` (ReLU's
+backward in one operation). ``private_op_problems`` checks that they exist with the signatures written against
+(torch 2.13.0); where they do not, the agent takes autograd's steps instead (``qzoo.fast_updates``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,32 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+# The private ops FlatMLP.step calls, with the schemas it was written against (torch 2.13.0).
+PRIVATE_OPS = {
+    "_fused_adam_": "aten::_fused_adam_(Tensor(a!)[] self, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+    "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor[] state_steps, *, float lr, float beta1, "
+    "float beta2, float weight_decay, float eps, bool amsgrad, bool maximize, Tensor? grad_scale=None, "
+    "Tensor? found_inf=None) -> ()",
+    "threshold_backward": "aten::threshold_backward(Tensor grad_output, Tensor self, Scalar threshold) -> Tensor",
+}
+
+
+def private_op_problems() -> list[str]:
+    """What is wrong with the private ops ``FlatMLP`` calls in this torch: [] when each is there with its schema."""
+    problems = []
+    if not callable(getattr(torch, "_fused_adam_", None)):
+        problems.append("torch._fused_adam_ is missing")
+    for name, expected in PRIVATE_OPS.items():
+        try:
+            schema = str(getattr(torch.ops.aten, name).default._schema)
+        except (AttributeError, RuntimeError) as error:
+            problems.append(f"aten::{name} is missing ({type(error).__name__})")
+            continue
+        if schema != expected:
+            problems.append(f"aten::{name} changed signature: {schema} (FlatMLP calls {expected})")
+    return problems
 
 
 def _tensors(linears: Sequence[torch.nn.Linear]) -> list[torch.Tensor]:

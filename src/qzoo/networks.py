@@ -1,7 +1,10 @@
 """Q-networks: state in, one Q-value per action out (or, for distributional heads, K atoms per action).
 
 ``NatureCNN``, ``MLP`` and ``MinAtarCNN`` are the plain networks; ``QNetwork`` puts the same bodies under
-a head with the Rainbow switches (dueling, noisy, C51, QR); ``build_q_network`` picks.
+a head with the Rainbow switches (dueling, noisy, C51, QR); ``build_q_network`` picks. Every one of them is a
+``QFunction``: the agent asks each the same questions (``q_values``, ``head_outputs``, ``reset_noise``,
+``plain_mlp_layers``) and never which class it holds. The plain networks keep their own module names
+(``net.1.0.weight``, ``features.0.weight``, ...) so that model files and seeded weights stay as they were.
 """
 
 from __future__ import annotations
@@ -16,7 +19,31 @@ from torch import nn
 from qzoo.errors import QzooError
 
 
-class NatureCNN(nn.Module):
+class QFunction(nn.Module):
+    """What every Q-network offers, here with the answers of a plain network: ``forward`` gives Q (B, A).
+
+    * ``q_values(obs)``: Q(s, .) (B, A), whatever the head; the greedy action is its argmax.
+    * ``head_outputs(obs)``: the head's raw outputs (B, A, K) that the loss reads: Q values (K = 1), C51 logits
+      or QR quantiles.
+    * ``reset_noise()``: new noise in every noisy layer; nothing to do without them.
+    * ``plain_mlp_layers()``: the linear layers when the network is Flatten -> (Linear, ReLU)* -> Linear on float
+      inputs, the network ``qzoo.mlp_step.FlatMLP`` steps by hand; None otherwise.
+    """
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)
+
+    def head_outputs(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs).unsqueeze(2)
+
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        pass
+
+    def plain_mlp_layers(self) -> list[nn.Linear] | None:
+        return None
+
+
+class NatureCNN(QFunction):
     """The network of Mnih et al. (2015, Methods): three convolutions, fully connected layers, |A| outputs.
 
     Input: (B, stack, 84, 84) uint8 frames, scaled to [0, 1] inside the network so the replay memory
@@ -34,7 +61,7 @@ class NatureCNN(nn.Module):
         return self.head(self.features(scaled_input(obs, 255.0)))
 
 
-class MLP(nn.Module):
+class MLP(QFunction):
     """Fully connected Q-network for vector observations (flattened)."""
 
     def __init__(self, n_inputs: int, n_actions: int, hidden: Sequence[int] = (64, 64)):
@@ -43,6 +70,9 @@ class MLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.float())
+
+    def plain_mlp_layers(self) -> list[nn.Linear]:
+        return [m for m in self.net.modules() if isinstance(m, nn.Linear)]
 
 
 def _mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int) -> nn.Sequential:
@@ -59,7 +89,7 @@ def _mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int) -> nn.Sequential:
 MINATAR_GRID = (10, 10)
 
 
-class MinAtarCNN(nn.Module):
+class MinAtarCNN(QFunction):
     """The DQN network of Young & Tian (2019, section 4): one 3x3 convolution with 16 channels (stride 1),
     a 128-unit hidden layer, |A| outputs; ReLU after each hidden layer.
 
@@ -223,7 +253,7 @@ def _head_mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int, noisy: bool,
     return nn.Sequential(*layers)
 
 
-class QNetwork(nn.Module):
+class QNetwork(QFunction):
     """A body (convolutions, or a flatten) and a head with the Rainbow switches.
 
     * ``dueling`` (Wang et al. 2016, eq. 9): a value stream V(s) and an advantage stream A(s, a), each with
@@ -235,6 +265,8 @@ class QNetwork(nn.Module):
       logits; ``qr`` gives K quantile values (B, A, K) at levels (2i + 1) / 2K (Dabney et al. 2018).
 
     ``q_values(obs)`` is always (B, A): Q itself, sum_k p_k z_k for C51, the mean of the quantiles for QR.
+    The C51 loss takes a log-softmax of ``head_outputs`` (the logits) rather than a log of ``forward``'s
+    probabilities: numerically stable, the same value (``DQN._distributional_loss``).
     """
 
     def __init__(
@@ -285,12 +317,6 @@ class QNetwork(nn.Module):
             return torch.softmax(out, dim=2)
         return out
 
-    def log_probs(self, obs: torch.Tensor) -> torch.Tensor:
-        """C51 only: log p (B, A, K) by a log-softmax, which the cross-entropy loss needs for stability."""
-        if self.distribution != "c51":
-            raise QzooError("log_probs is for the c51 distribution")
-        return torch.log_softmax(self.head_outputs(obs), dim=2)
-
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """Q(s, a) (B, A) whatever the head: the greedy action is its argmax."""
         out = self.forward(obs)
@@ -336,7 +362,7 @@ def build_q_network(
     v_min: float = -10.0,
     v_max: float = 10.0,
     sigma0: float = 0.5,
-) -> nn.Module:
+) -> QFunction:
     """The Q-network for an observation space; sizes from ``net_arch`` (hidden layers).
 
     With the Rainbow switches at their defaults (no dueling, no noise, ``distribution="none"``) this builds the

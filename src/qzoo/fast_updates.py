@@ -1,0 +1,141 @@
+"""One seam for the fast update paths: which agents may take them, and the bursts that take them.
+
+``DQN.train_step`` is the paper's gradient step (Mnih et al. 2015, Algorithm 1) through autograd. Three measured
+speed tricks (benchmarks/README.md) compute the same numbers in fewer operations, and each is decided here, in one
+function, so that the training loop stays readable and a new switch cannot silently slip past them:
+
+* ``flat_mlp_eligible`` -> ``FlatMLPUpdates.steps(n)``: the plain MLP's n gradient steps of one train_freq
+  crossing by ``qzoo.mlp_step.FlatMLP`` (autograd's and Adam's arithmetic without a graph, 2.8x end to end on
+  CartPole), the minibatches drawn at once and the target network's Q(s', .) computed in one pass;
+* ``target_copy``: the target network with its weights in bfloat16 between target updates, under autocast;
+* ``training_memory_format``: channels-last weights and minibatches for the frame CNNs under bfloat16.
+
+tests/test_fast_updates.py runs every config field that enters the learning step through the flat steps and
+through autograd on twin agents, or checks that the field turns the flat steps off.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from qzoo.buffer import ReplayBuffer
+from qzoo.config import DQNConfig
+from qzoo.losses import td_target
+from qzoo.mlp_step import FlatMLP, loss_values, private_op_problems
+from qzoo.networks import FRAME_NETWORKS, QFunction
+
+MLP_BURST_ROWS = 4_096  # transitions sampled at once for the plain MLP's steps (RL-Zoo CartPole: 2 bursts of 64 steps)
+
+
+class Learner(Protocol):
+    """What the flat steps read of an agent (``qzoo.dqn.DQN``), which this module never imports."""
+
+    config: DQNConfig
+    q_net: QFunction
+    target_net: QFunction
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def buffer(self) -> ReplayBuffer: ...
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor: ...
+
+
+def flat_mlp_eligible(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimizer,
+                      autocast_dtype: torch.dtype | None) -> bool:
+    """Whether ``FlatMLPUpdates`` computes what autograd's ``DQN.train_step`` would, to float32 rounding.
+
+    ``FlatMLP`` implements one network (Flatten, Linear and ReLU layers: no dueling, noise or atoms), one
+    optimizer (Adam in torch's form, one parameter group, no weight decay, amsgrad or maximize), float32, and
+    the unweighted mean Huber or squared loss: prioritised replay weights the loss and writes priorities after
+    every step. It calls two private torch ops; without them (another torch) the agent uses autograd.
+    ``manual_mlp_step: false`` turns it off (the plain path, for comparison).
+    """
+    group = optimizer.param_groups[0]
+    adam = (type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1
+            and group["weight_decay"] == 0 and not group["amsgrad"] and not group["maximize"])
+    return (config.manual_mlp_step and q_net.plain_mlp_layers() is not None and adam and autocast_dtype is None
+            and not config.prioritized_replay and config.loss in ("huber", "mse") and not private_op_problems())
+
+
+class FlatMLPUpdates:
+    """The plain MLP's gradient steps through ``FlatMLP``, in bursts of at most ``MLP_BURST_ROWS`` transitions.
+
+    The target network only changes between env steps and uniform sampling does not depend on the weights, so
+    a burst's n minibatches are drawn in one call (``ReplayBuffer.sample_steps``: the same rows as n calls of
+    ``sample``) and the target network's Q(s', .) is computed in one pass over all of them; Double DQN's a* is
+    still picked with each step's own weights. The weights go back into ``q_net`` and Adam's moments into the
+    agent's ``torch.optim.Adam`` after each burst, so checkpoints are unchanged and either path continues the
+    other. Memory stays bounded whatever gradient_steps and batch_size are.
+    """
+
+    def __init__(self, agent: Learner):
+        self.agent = agent
+        self._flat: tuple[FlatMLP, list[torch.nn.Linear]] | None = None  # the buffers and q_net's layers
+
+    def steps(self, n: int) -> list[float]:
+        """``n`` gradient steps; the loss of each, as ``qzoo.losses.q_loss`` reports it."""
+        burst = max(1, MLP_BURST_ROWS // self.agent.config.batch_size)
+        return [loss for start in range(0, n, burst) for loss in self._burst(min(burst, n - start))]
+
+    def _burst(self, n: int) -> list[float]:
+        agent, c = self.agent, self.agent.config
+        size = c.batch_size
+        batch = agent.buffer.sample_steps(n, size)
+
+        def per_step(array: np.ndarray) -> torch.Tensor:  # (n * B, ...) -> (n, B, ...)
+            return agent._to_device(array).view(n, size, *array.shape[1:])
+
+        x, next_x = (per_step(a).flatten(2).float() for a in (batch.obs, batch.next_obs))
+        rewards, terminated = per_step(batch.rewards), per_step(batch.terminated)
+        # n-step: y = G + gamma^k (1 - terminated) Q(s_{t+k}, a*); the per-sample discount replaces gamma.
+        gamma = c.gamma if batch.discounts is None else per_step(batch.discounts)
+        with torch.no_grad():
+            next_target = agent.target_net(next_x.flatten(0, 1)).view(n, size, -1)
+        flat, linears = self._flat_mlp()
+        flat.load(linears, agent.optimizer)
+        if c.double_q:
+            def target(k: int) -> torch.Tensor:  # van Hasselt et al. 2016: a* from this step's weights
+                discount = gamma if isinstance(gamma, float) else gamma[k]
+                return td_target(rewards[k], terminated[k], next_target[k], discount, flat.q(next_x[k]))
+        else:
+            discount = gamma if isinstance(gamma, float) else gamma.flatten()
+            y = td_target(rewards.flatten(), terminated.flatten(), next_target.flatten(0, 1), discount).view(n, size)
+            target = y.__getitem__
+        deltas = flat.train(x, per_step(batch.actions).long(), target)
+        flat.store(linears, agent.optimizer)
+        return loss_values(deltas, c.loss).tolist()
+
+    def _flat_mlp(self) -> tuple[FlatMLP, list[torch.nn.Linear]]:
+        linears = self.agent.q_net.plain_mlp_layers()
+        if self._flat is None or any(a is not b for a, b in zip(self._flat[1], linears)):
+            self._flat = (FlatMLP(linears, self.agent.config.loss, self.agent.config.max_grad_norm), linears)
+        return self._flat
+
+
+def target_copy(target_net: QFunction, autocast_dtype: torch.dtype | None, noisy: bool) -> QFunction:
+    """The network ``DQN._target_forward`` evaluates Q_target(s', .) with: ``target_net`` itself, or under bfloat16
+    a copy with its weights in bfloat16, made again after every target update (``DQN.update_target``).
+
+    Why: autocast would cast the target's weights (1.7M for the Nature CNN) at every gradient step; it rounds
+    to nearest the same way, so the values are identical (tests/test_dqn.py). NoisyNets redraw the target's
+    noise at every step, in float32 parameters: no copy for them.
+    """
+    if autocast_dtype is None or noisy:
+        return target_net
+    lowp = copy.deepcopy(target_net)
+    for param in lowp.parameters():  # weights only, as autocast: buffers (C51's support) stay float32
+        param.data = param.data.to(autocast_dtype)
+    return lowp
+
+
+def training_memory_format(autocast_dtype: torch.dtype | None, network_kind: str) -> torch.memory_format:
+    """Frame CNNs under bfloat16 keep weights and minibatches channels-last (NHWC), the layout oneDNN's bfloat16
+    convolutions compute in: the Nature CNN's gradient step 1.2x faster here (benchmarks/README.md)."""
+    if autocast_dtype is not None and network_kind in FRAME_NETWORKS:
+        return torch.channels_last
+    return torch.contiguous_format

@@ -184,6 +184,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _writer_lock(out: Path | None, argv: list[str]):
+    """The writer's lock of the run folder that ``out`` lies in, if any (enjoy's frames, record's video, push's
+    folder): a run still training there, or another writer, refuses this command before it writes anything."""
+    import contextlib
+    import shlex
+
+    from qzoo.runs import lock_run_dir
+
+    out = out.absolute() if out is not None else None
+    for folder in [out, *out.parents] if out is not None else []:
+        if (folder / "run.json").is_file():
+            return lock_run_dir(folder, shlex.join(["qzoo", *argv]))
+    return contextlib.nullcontext()
+
+
 def _load_agent(target: str, best: bool = False):
     from qzoo.training import load_agent
 
@@ -206,9 +221,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_enjoy(args: argparse.Namespace) -> int:
     """Watch the episodes ``qzoo evaluate`` scores: same loop, seeds and epsilon (default: the run's eval_epsilon)."""
-    import cv2
-
-    from qzoo.evaluation import StepEvent, play_episodes
     from qzoo.runs import run_dir_of
 
     if args.episodes < 1 or args.max_steps < 1:
@@ -229,7 +241,23 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
     frames_dir = None
     if mode == "frames":
         frames_dir = Path(args.frames_dir) if args.frames_dir else run_dir_of(path) / "enjoy"
-        frames_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _writer_lock(frames_dir, args.argv):
+            return _enjoy(args, agent, env, epsilon, mode, frames_dir)
+    finally:
+        env.close()
+
+
+def _enjoy(args: argparse.Namespace, agent, env, epsilon: float, mode: str, frames_dir: Path | None) -> int:
+    import cv2
+
+    from qzoo.evaluation import StepEvent, play_episodes
+
+    if frames_dir is not None:
+        try:
+            frames_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QzooError(f"cannot write frames to {frames_dir}: {exc.strerror or exc}") from None
     frames = 0
 
     def show(event: StepEvent) -> None:  # a window draws itself on every step ("human" render mode)
@@ -244,11 +272,7 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
             print(f"episode {event.episode}: return {event.episode_return:.1f}"
                   + (" (cut by --max-steps)" if event.capped else ""))
 
-    try:
-        play_episodes(agent.greedy_action, env, args.episodes, args.seed, epsilon, on_step=show,
-                      max_steps=args.max_steps)
-    finally:
-        env.close()
+    play_episodes(agent.greedy_action, env, args.episodes, args.seed, epsilon, on_step=show, max_steps=args.max_steps)
     if frames_dir is not None:
         print(f"wrote {frames} frames to {frames_dir}")
     return 0
@@ -366,8 +390,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir_of(path) / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
     if out.suffix != ".mp4":
         raise QzooError(f"--out must name an .mp4 file, got {out}")
-    result = record(agent, out, args.episodes, args.seed, args.fps, args.max_steps,
-                    gif=out.with_suffix(".gif") if args.gif else None, epsilon=args.epsilon)
+    with _writer_lock(out, args.argv):
+        result = record(agent, out, args.episodes, args.seed, args.fps, args.max_steps,
+                        gif=out.with_suffix(".gif") if args.gif else None, epsilon=args.epsilon)
     _print(result, args.json, f"wrote {result['frames']} frames to {out}" + (f" and {result['gif']}" if args.gif else ""))
     return 0
 
@@ -386,7 +411,9 @@ def cmd_push(args: argparse.Namespace) -> int:
                         "or write the folder only with --out")
     agent, path = _load_agent(args.run, args.best)
     if args.out:
-        result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video, args.repo_id)
+        with _writer_lock(Path(args.out), args.argv):
+            result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video,
+                                  args.repo_id)
         _print(result, args.json, f"wrote {args.out}: mean {result['mean']:.2f} +/- {result['std']:.2f}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="qzoo-push-")) / "hub"

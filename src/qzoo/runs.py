@@ -12,6 +12,8 @@
         checkpoints/latest.pt   at the end: the final model with target network and optimizer
         checkpoints/best.pt     the model of the best evaluation so far
         model.pt            the final model (model.npz for a Q-table, like the checkpoints)
+        .lock               the writer's lock: an OS file lock (``fcntl.flock``) held by the one process that
+                            writes the folder (train, resume, enjoy, record), with its PID inside
 
 ``qzoo train --resume RUN`` reopens the folder: each CSV is cut back to its size at the checkpoint
 (the rows after it are computed again, so none is lost or written twice) and TensorBoard events
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import platform
@@ -46,6 +49,59 @@ MODEL_FILE = "model"
 LATEST_FILE = "checkpoints/latest"
 BEST_FILE = "checkpoints/best"
 SUFFIXES = (".pt", ".npz")
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by this process until ``release`` (or its death).
+
+    ``fcntl.flock`` on ``RUN/.lock``, not a marker file: the kernel drops the lock when its process ends, even by
+    SIGKILL, so a killed holder's lock is simply free again. The holder writes its PID (and command) into the
+    file, so a refused writer can name it. Two writers of one folder (two ``--resume``, or a resume of a run
+    still training) would truncate each other's CSVs and delete each other's checkpoints: the second is refused.
+    """
+
+    def __init__(self, run_dir: Path, command: str | None = None):
+        self.path = Path(run_dir) / LOCK_FILE
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise QzooError(f"{run_dir} is a file, not a run folder")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise QzooError(f"cannot lock run folder {run_dir}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            self._fd = None
+            pid, _, what = holder.partition(" ")
+            named = f"process {pid}" + (f" ({what})" if what else "") if pid.isdigit() else holder
+            raise QzooError(f"{run_dir} is in use by {named}; wait for it to end or stop it") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()} {command or 'qzoo'}\n".encode(), 0)
+
+    def release(self) -> None:
+        """Empty the file and drop the lock (idempotent)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_run_dir(run_dir: str | Path, command: str | None = None) -> RunLock:
+    """Take the writer's lock of ``run_dir`` (created if missing); a QzooError naming the holder if it is taken."""
+    return RunLock(Path(run_dir), command)
 
 
 def default_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
@@ -105,17 +161,28 @@ class _Csv:
 class RunRecorder:
     """Writes a run folder while an agent's ``learn`` reports to it (see ``qzoo.agent.Recorder``).
 
-    ``resume``: reopen the folder of ``resume``'s run where that checkpoint left it.
+    ``resume``: reopen the folder of ``resume``'s run where that checkpoint left it. ``lock``: the folder's
+    ``RunLock`` when the caller took it already (resume takes it before reading the checkpoint); otherwise it is
+    taken here before anything is written. The recorder releases it when it closes.
     """
 
     CSV_FILES = ("episodes.csv", "train.csv", "evaluations.csv")
 
     def __init__(self, run_dir: Path, agent, argv: list[str] | None, notes: list[str], progress: bool | None = None,
-                 resume: checkpoint.Checkpoint | None = None):
+                 resume: checkpoint.Checkpoint | None = None, lock: RunLock | None = None):
         command = shlex.join(["qzoo", *argv]) if argv is not None else None
+        self.lock = lock or lock_run_dir(run_dir, command)
+        try:
+            self._open(run_dir, agent, command, notes, progress, resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, run_dir: Path, agent, command: str | None, notes: list[str], progress: bool | None,
+              resume: checkpoint.Checkpoint | None) -> None:
         run_state: dict[str, Any] = resume.state["run"] if resume else {}
         if resume is None:
-            if run_dir.exists() and any(run_dir.iterdir()):
+            if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
                 raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
@@ -233,6 +300,7 @@ class RunRecorder:
         for f in (self.episodes, self.train, self.evals):
             f.close()
         self.tb.close()
+        self.lock.release()
 
     def finish(self, agent, status: str) -> None:
         """Save the final model and close every file; ``status`` is 'finished' or 'interrupted'."""
@@ -252,6 +320,7 @@ class RunRecorder:
             self._write_meta()
         with contextlib.suppress(OSError):
             self._close(agent)
+        self.lock.release()
 
 
 def _cut_back(run_dir: Path, csv_bytes: dict[str, int]) -> None:

@@ -13,6 +13,7 @@ Every check that can fail passes before anything in a run folder is written or c
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -121,21 +122,31 @@ def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Pat
 
 
 def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None) -> "Run":
-    """Reopen a stopped or killed run at its newest checkpoint, to go on as if it had never stopped."""
+    """Reopen a stopped or killed run at its newest checkpoint, to go on as if it had never stopped.
+
+    The folder is locked first (one writer)."""
     from qzoo import checkpoint
     from qzoo.algos import agent_class
-    from qzoo.runs import RunRecorder, read_meta, saved_n_envs
+    from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_n_envs
 
     run_dir = Path(run_dir)
-    if saved_n_envs(run_dir) > 1:
-        raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot resume "
-                        f"exactly; start a new run from its weights with --from {run_dir}")
-    saved = checkpoint.read_latest(run_dir)
-    meta = read_meta(run_dir)
-    if meta.get("status") == "finished":
-        raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")
-    agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
-    recorder = RunRecorder(run_dir, agent, argv, [], progress=progress, resume=saved)
+    if not run_dir.is_dir():
+        raise QzooError(f"run folder not found: {run_dir}")
+    # The writer's lock first: a run still training (or another resume) must not be read half-way, nor cut.
+    lock = lock_run_dir(run_dir, shlex.join(["qzoo", *argv]) if argv is not None else None)
+    try:
+        if saved_n_envs(run_dir) > 1:
+            raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot "
+                            f"resume exactly; start a new run from its weights with --from {run_dir}")
+        saved = checkpoint.read_latest(run_dir)
+        meta = read_meta(run_dir)
+        if meta.get("status") == "finished":
+            raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")
+        agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
+        recorder = RunRecorder(run_dir, agent, argv, [], progress=progress, resume=saved, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     return Run(agent, recorder, run_dir, agent.horizon - agent.num_timesteps)
 
 

@@ -159,3 +159,55 @@ def test_two_concurrent_resumes_one_is_refused(stopped_run):
     check_csvs_row_by_row(stopped_run)
     meta = json.loads((stopped_run / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 1000 and len(meta["resumed"]) == 1
+
+
+# --------------------------------------------------------------------------- evaluation: cap and signals
+
+# FrozenLake without its time limit: the untrained Q-table's greedy action (0, left) never leaves the start.
+NO_LIMIT = ["--algo", "qlearning", "--env", "FrozenLake-v1", "--no-progress",
+            "--env-kwargs", "is_slippery=false", "max_episode_steps=-1"]
+
+
+def test_an_env_without_a_time_limit_ends_evaluation_episodes_at_the_cap(monkeypatch):
+    from qzoo import evaluation
+    from qzoo.qlearning import QLearning
+
+    monkeypatch.setattr(evaluation, "DEFAULT_MAX_EPISODE_STEPS", 300)
+    agent = QLearning("FrozenLake-v1", env_kwargs={"is_slippery": False, "max_episode_steps": -1})
+    stats = agent.evaluate(3)
+    assert stats.lengths == (300, 300, 300) and stats.returns == (0.0, 0.0, 0.0) and not stats.capped
+    # An env with its own limit keeps it: FrozenLake 4x4 stops at 100 steps.
+    limited = QLearning("FrozenLake-v1", env_kwargs={"is_slippery": False})
+    assert limited.evaluate(1).lengths == (100,)
+    assert evaluation.episode_step_cap(limited.make_env(training=False)) == 100
+
+
+def test_evaluate_command_on_an_env_without_a_time_limit_ends(tmp_path, monkeypatch, capsys):
+    from qzoo import evaluation
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *NO_LIMIT, "-n", "200", "--set", "eval_freq=0", "--run-dir", str(run_dir)]) == 0
+    monkeypatch.setattr(evaluation, "DEFAULT_MAX_EPISODE_STEPS", 500)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--episodes", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_length"] == 500
+
+
+def test_sigterm_during_an_evaluation_checkpoints_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    run = qzoo("train", *NO_LIMIT, "-n", "2000", "--run-dir", str(run_dir), "--set", "eval_freq=500",
+               "n_eval_episodes=1000", "log_interval=500", "checkpoint_freq=0")
+
+    def evaluating() -> bool:  # the metrics row of step 500 comes just before its evaluation
+        return (run_dir / "train.csv").is_file() and "\n500," in (run_dir / "train.csv").read_text()
+
+    wait_for(evaluating, run)
+    time.sleep(0.2)  # inside the evaluation (it would last 10^8 env steps); not a timing assertion
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 143, err
+    assert "Traceback" not in err
+    assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == ["step-000000000500"]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["steps"] == 500
+    assert (run_dir / "evaluations.csv").read_text().count("\n") == 1  # the stopped evaluation is not logged

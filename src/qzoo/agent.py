@@ -14,7 +14,7 @@ dataclass in ``qzoo.config.SCHEMAS``. ``tests/test_agent.py`` checks both agents
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -121,6 +121,9 @@ class Evaluations:
         self._agent = agent
         self._env: Any = None
         self.best_mean_return = -float("inf")
+        # Asked after every evaluation step; True stops the evaluation (``EvaluationStopped``). A training run
+        # sets it to its recorder's stop flag, so SIGINT / SIGTERM end an evaluation within one env step.
+        self.should_stop: Callable[[], bool] | None = None
 
     def run(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         agent = self._agent
@@ -128,7 +131,7 @@ class Evaluations:
             self._env = agent.make_env(training=False)
         seed = agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed
         epsilon = agent.config.eval_epsilon if epsilon is None else epsilon
-        return evaluate(agent.greedy_action, self._env, n_episodes, seed, epsilon)
+        return evaluate(agent.greedy_action, self._env, n_episodes, seed, epsilon, should_stop=self.should_stop)
 
     def note(self, stats: EvalStats) -> bool:
         """Record a periodic evaluation; True when it beat every earlier one."""

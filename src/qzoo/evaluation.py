@@ -12,6 +12,31 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+# An evaluation episode ends at the env's own time limit, else after this many env steps (treated as a
+# truncation, like a time limit): an env without a limit (``--env-kwargs max_episode_steps=-1``) or a policy stuck
+# in a loop must not make evaluation spin forever. Atari envs have their own: 27,000 env steps = 108,000 frames
+# (Machado et al. 2018; ``envs.ATARI_MAX_EPISODE_STEPS``). See docs/departures.md, Evaluation.
+DEFAULT_MAX_EPISODE_STEPS = 100_000
+
+
+class EvaluationStopped(Exception):
+    """``should_stop`` said so during an evaluation (SIGINT / SIGTERM in a training run): the evaluation is dropped."""
+
+
+def time_limit(env: gym.Env) -> int | None:
+    """The env's own episode step limit (its innermost positive ``TimeLimit``), or None when it has none."""
+    limit, layer = None, env
+    while layer is not None:
+        if isinstance(layer, gym.wrappers.TimeLimit) and (layer._max_episode_steps or 0) > 0:
+            limit = layer._max_episode_steps
+        layer = getattr(layer, "env", None)
+    return limit
+
+
+def episode_step_cap(env: gym.Env) -> int:
+    """Where an evaluation episode ends at the latest: the env's time limit, else ``DEFAULT_MAX_EPISODE_STEPS``."""
+    return time_limit(env) or DEFAULT_MAX_EPISODE_STEPS
+
 
 @dataclass(frozen=True)
 class EvalStats:
@@ -71,6 +96,8 @@ def play_episodes(
     epsilon: float = 0.0,
     on_step: Callable[[StepEvent], None] | None = None,
     max_steps: int | None = None,
+    max_episode_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalStats:
     """The one episode loop of ``evaluate``, ``record`` and ``enjoy``: episode i starts from ``reset(seed=seed + i)``.
 
@@ -83,11 +110,17 @@ def play_episodes(
     ``lengths`` with what it earned so far and ``EvalStats.capped`` is set; no episode starts once the cap is
     reached, so fewer than ``n_episodes`` may be reported. ``env`` must be an evaluation env: unclipped
     rewards, no life-loss episodes.
+
+    ``max_episode_steps`` ends each episode after that many env steps, as a time limit truncates it (a full
+    episode, not ``capped``). ``should_stop`` is asked after every env step; True raises ``EvaluationStopped``
+    (a training run's SIGINT / SIGTERM stops an evaluation within one env step).
     """
     if not 0 <= epsilon <= 1:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     rng = np.random.default_rng(seed)
     n_actions = int(env.action_space.n)
     returns, lengths = [], []
@@ -110,7 +143,9 @@ def play_episodes(
             total += float(reward)
             length += 1
             total_steps += 1
-            done = terminated or truncated
+            if should_stop is not None and should_stop():
+                raise EvaluationStopped
+            done = terminated or truncated or (max_episode_steps is not None and length >= max_episode_steps)
             capped = not done and max_steps is not None and total_steps >= max_steps
             if on_step is not None:
                 on_step(StepEvent(env, i, length, total_steps, total, done or capped, capped))
@@ -127,6 +162,9 @@ def evaluate(
     n_episodes: int,
     seed: int,
     epsilon: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalStats:
-    """Play ``n_episodes`` full episodes (``play_episodes`` without a hook or a cap): the real score."""
-    return play_episodes(greedy_action, env, n_episodes, seed, epsilon)
+    """Play ``n_episodes`` full episodes (``play_episodes`` without a hook), each ending at the latest at
+    ``episode_step_cap(env)``: the real score."""
+    return play_episodes(greedy_action, env, n_episodes, seed, epsilon, max_episode_steps=episode_step_cap(env),
+                         should_stop=should_stop)

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from qzoo.evaluation import EvaluationStopped
+
 
 def crossings(t: int, steps: int, interval: int) -> int:
     """How many multiples of ``interval`` env steps the last ``steps`` env steps (ending at ``t``) passed.
@@ -30,6 +32,8 @@ class PeriodicWork:
     def __init__(self, agent, recorder, losses: list[float]):
         self.agent, self.recorder, self.losses = agent, recorder, losses
         self.started, self.steps_at_start = time.perf_counter(), agent.num_timesteps
+        if recorder is not None:  # SIGINT / SIGTERM stop an evaluation within one env step
+            agent.evaluations.should_stop = lambda: bool(recorder.stop_requested)
 
     def after_env_step(self, epsilon: float, steps: int = 1) -> bool:
         """Do the periodic work due after the last ``steps`` env steps; True when training must stop."""
@@ -43,12 +47,16 @@ class PeriodicWork:
                 self.losses.clear()
             recorder.on_train(agent, metrics)
         if c.eval_freq and crossings(t, steps, c.eval_freq):
-            stats = agent.evaluate(c.n_eval_episodes)
-            improved = agent.evaluations.note(stats)
-            if recorder:
-                recorder.on_evaluation(agent, stats, improved)
-            if c.stop_reward is not None and stats.mean >= c.stop_reward:
-                return True
+            try:
+                stats = agent.evaluate(c.n_eval_episodes)
+            except EvaluationStopped:  # a signal mid-evaluation: drop it; this step is checkpointed below
+                stats = None
+            if stats is not None:
+                improved = agent.evaluations.note(stats)
+                if recorder:
+                    recorder.on_evaluation(agent, stats, improved)
+                if c.stop_reward is not None and stats.mean >= c.stop_reward:
+                    return True
         # A SIGINT / SIGTERM only raises a flag: the step is finished, checkpointed, then the loop ends.
         if recorder and (c.checkpoint_freq and crossings(t, steps, c.checkpoint_freq) or recorder.stop_requested):
             recorder.on_checkpoint(agent)

@@ -211,3 +211,163 @@ def test_sigterm_during_an_evaluation_checkpoints_and_exits_143(tmp_path):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["steps"] == 500
     assert (run_dir / "evaluations.csv").read_text().count("\n") == 1  # the stopped evaluation is not logged
+
+
+# ---------------------------------------------------------------------------------------- untrusted files
+
+
+@pytest.fixture(scope="module")
+def dqn_model(tmp_path_factory) -> Path:
+    from qzoo.dqn import DQN
+
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    DQN("CartPole-v1", net_arch=[16], buffer_size=1000, torch_threads=1).save(path)
+    return path
+
+
+def crafted_model(source: Path, target: Path, **changes) -> Path:
+    import torch
+
+    state = torch.load(source, weights_only=True)
+    config = {**state["config"], **changes.pop("config", {})}
+    torch.save({**state, "config": config, **changes}, target)
+    return target
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"config": {"torch_threads": 100000}}, "torch_threads must be in [0, 1024]"),
+    ({"config": {"n_envs": 100000}}, "n_envs must be <= 1024"),
+    ({"config": {"net_arch": [32]}}, "does not fit the config it holds"),
+    ({"config": {"net_arch": [1 << 20, 1 << 20, 1 << 20]}}, "GiB of weights"),
+    ({"num_timesteps": "many"}, "does not fit the config it holds"),
+    ({"env_id": "NoSuchEnv-v0"}, "NoSuchEnv-v0"),
+], ids=["threads", "envs", "net_arch", "net_arch_memory", "counters", "env_id"])
+def test_a_crafted_model_file_is_one_line(dqn_model, tmp_path, capsys, changes, fragment):
+    path = crafted_model(dqn_model, tmp_path / "model.pt", **changes)
+    assert main(["evaluate", str(path), "--episodes", "1"]) == 2
+    assert fragment in one_error_line(capsys.readouterr().err)
+
+
+def test_torch_threads_from_the_command_line_is_one_line(capsys):
+    assert main(["train", "--env", "CartPole-v1", "--dry-run", "--set", "torch_threads=100000"]) == 2
+    assert "torch_threads must be in [0, 1024]" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_decompression_bomb_q_table_is_refused_from_its_header(tmp_path, capsys, monkeypatch):
+    """The table's .npy header claims 30000 x 30000 float64 (7.2 GB): refused before a byte of it is unpacked."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from qzoo.qlearning import QLearning
+
+    good = tmp_path / "good.npz"
+    QLearning("FrozenLake-v1").save(good)
+    with np.load(good) as data:
+        meta = data["meta"]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (30000, 30000)})
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        meta_file = io.BytesIO()
+        np.save(meta_file, meta)
+        archive.writestr("meta.npy", meta_file.getvalue())
+        archive.writestr("q_table.npy", header.getvalue() + bytes(1 << 20))  # header holds the magic
+    read = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array",
+                        lambda f, *a, **k: pytest.fail("decompressed") if f.name == "q_table.npy" else read(f, *a, **k))
+    assert main(["evaluate", str(bomb), "--episodes", "1"]) == 2
+    assert "table shape (30000, 30000) does not fit FrozenLake-v1 (16, 4)" in one_error_line(capsys.readouterr().err)
+
+
+def resign(folder: Path) -> None:
+    """What only the key's owner can do: update the manifest's sizes and sha256, and sign it again."""
+    from qzoo import checkpoint
+
+    manifest = json.loads((folder / checkpoint.MANIFEST).read_text())
+    for name in list(manifest["files"]):
+        if (folder / name).is_file():
+            manifest["files"][name] = checkpoint._seal(folder / name)
+    manifest["hmac"] = checkpoint._signature(checkpoint.user_key(), manifest)
+    (folder / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    from qzoo.checkpoint import latest
+
+    return latest(run_dir / "checkpoints")
+
+
+def test_csv_names_outside_the_run_folder_are_refused_and_nothing_outside_is_touched(stopped_run, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = newest_checkpoint(stopped_run)
+    state = json.loads((folder / "state.json").read_text())
+    state["run"]["csv_bytes"] = {str(victim): 0, "../victim.txt": 0}
+    (folder / "state.json").write_text(json.dumps(state))
+    resign(folder)
+    assert main(["train", "--resume", str(stopped_run)]) == 2
+    assert "names other files than episodes.csv" in one_error_line(capsys.readouterr().err)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(stopped_run, capsys):
+    folder = newest_checkpoint(stopped_run)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["/etc/passwd"] = {"size": 0, "sha256": ""}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    resign(folder)
+    assert main(["train", "--resume", str(stopped_run)]) == 2
+    assert "names '/etc/passwd', not a file of its folder" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_tampered_env_pickle_is_refused_before_it_is_loaded(stopped_run, tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    folder = newest_checkpoint(stopped_run)
+    (folder / "env.pkl").write_bytes(pickle.dumps(Payload()))
+    manifest = json.loads((folder / "manifest.json").read_text())  # the attacker fixes sizes and sha256 ...
+    manifest["files"]["env.pkl"] = {"size": (folder / "env.pkl").stat().st_size,
+                                    "sha256": __import__("hashlib").sha256((folder / "env.pkl").read_bytes()).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))  # ... but cannot sign without the key
+    assert main(["train", "--resume", str(stopped_run)]) == 2
+    assert "was not written by this user" in one_error_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_signed_with_another_key_needs_trust_checkpoint(stopped_run, tmp_path, capsys, monkeypatch):
+    from qzoo import checkpoint
+
+    monkeypatch.setenv(checkpoint.KEY_ENV_VAR, str(tmp_path / "other" / "checkpoint.key"))
+    assert main(["train", "--resume", str(stopped_run)]) == 2
+    assert "--trust-checkpoint" in one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "other" / "checkpoint.key").stat().st_mode & 0o777 == 0o600
+    assert main(["train", "--resume", str(stopped_run), "--trust-checkpoint"]) == 0
+    check_csvs_row_by_row(stopped_run)
+
+
+def test_a_postgres_password_is_redacted(tmp_path, capsys, monkeypatch):
+    import optuna
+
+    from qzoo.tuning import redact
+
+    assert redact("postgresql://qzoo:s3cr%40t@db.example:5432/studies") == "postgresql://qzoo:***@db.example:5432/studies"
+    assert redact("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
+
+    def refuse(url, **kwargs):
+        raise RuntimeError(f"could not connect to {url}")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", refuse)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    url = "postgresql://qzoo:hunter2@127.0.0.1:1/studies"
+    assert main(["tune", "--env", "CartPole-v1", "--trials", "1", "-n", "100", "--storage", url,
+                 "--out", str(tmp_path / "tune"), "--set", "torch_threads=1"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "hunter2" not in line and "qzoo:***@127.0.0.1" in line

@@ -27,7 +27,21 @@ def agent_class(algo: str):
 def load_agent(path: str | Path) -> Any:
     """A saved agent of any algorithm, told apart by its file: .npz is a Q-table, anything else DQN."""
     path = Path(path)
-    if path.suffix == ".npz":
-        return agent_class("qlearning").load(path)
-    # device auto: a model trained on a GPU evaluates on a machine without one.
-    return agent_class("dqn").load(path, device="auto")
+    try:
+        if path.suffix == ".npz":
+            return agent_class("qlearning").load(path)
+        # device auto: a model trained on a GPU evaluates on a machine without one.
+        return agent_class("dqn").load(path, device="auto")
+    except UNFIT_MODEL_ERRORS as exc:
+        raise unfit_model(path, exc) from None
+
+
+# What loading a model file whose contents do not fit its own config raises (weights of another net_arch: a
+# RuntimeError from load_state_dict; counters that are not numbers, a missing entry): one line, not a traceback.
+UNFIT_MODEL_ERRORS = (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def unfit_model(path: str | Path, exc: BaseException) -> QzooError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return QzooError(f"{path} does not fit the config it holds (net_arch, env_id or counters): "
+                     f"{type(exc).__name__}{': ' + reason[:200] if reason else ''}")

@@ -11,7 +11,8 @@ Layout, one folder per checkpoint inside the run folder (N = the env step, 12 di
                                states; the run folder's own state (CSV sizes, best evaluation, elapsed time)
         <name>.npy             arrays: the replay memory's rings (filled part only), the current observation
         env.pkl                the training env with its wrappers (pickle: see ``dump_env``)
-        manifest.json          the size and sha256 of every file above; written last
+        manifest.json          the size and sha256 of every file above, and their HMAC-SHA256 under this user's
+                               checkpoint key (``user_key``); written last
 
 Writing goes to ``checkpoints/.step-N.tmp/``: every file is fsynced, then the manifest, then the folder,
 which is renamed to ``step-N`` (atomic) before the parent folder is fsynced. Only then are older
@@ -21,11 +22,19 @@ the half-written folder and is reported as one line; the previous checkpoint is 
 
 Reading checks the format, every file's size and sha256 before anything in the run folder changes,
 so a truncated, corrupt or foreign checkpoint is one clear error.
+
+Trust: ``env.pkl`` is a pickle, and unpickling runs code. So the manifest (which holds every file's sha256) is
+signed with HMAC-SHA256 under a per-user key kept outside every run folder (``~/.config/qzoo/checkpoint.key``,
+made 0600 on first use; ``QZOO_CHECKPOINT_KEY`` names another file). Resume verifies the signature before it
+reads anything else: a checkpoint this user did not write (a shared drive, an archive, the Hub) or one whose files
+were changed is refused, unless the user says they trust it (``--trust-checkpoint``). Every file name read from
+a checkpoint is a plain name inside its folder (``confined``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -52,6 +61,51 @@ ENV_FILE = "env.pkl"
 # Test hook: seconds to sleep after the files are written and before the rename, so that a test can
 # kill the process in the middle of a checkpoint write. Never set outside tests.
 PAUSE_ENV_VAR = "QZOO_TEST_CHECKPOINT_PAUSE"
+KEY_ENV_VAR = "QZOO_CHECKPOINT_KEY"  # the path of the key file, instead of ~/.config/qzoo/checkpoint.key
+
+
+# ------------------------------------------------------------------------------------ the user's key
+
+
+def key_path() -> Path:
+    """Where this user's checkpoint key lives: ``$QZOO_CHECKPOINT_KEY``, else ``$XDG_CONFIG_HOME/qzoo`` or
+    ``~/.config/qzoo``, ``checkpoint.key``. Never inside a run folder: a folder must not vouch for itself."""
+    if os.environ.get(KEY_ENV_VAR):
+        return Path(os.environ[KEY_ENV_VAR]).expanduser()
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config_home / "qzoo" / "checkpoint.key"
+
+
+def user_key() -> bytes:
+    """This user's 32-byte checkpoint key, made (mode 0600, atomically: two first runs agree) on first use."""
+    path = key_path()
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # fails if another process made the key first: then theirs is the key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise QzooError(f"cannot read or create the checkpoint key {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(key) < 16:
+        raise QzooError(f"the checkpoint key {path} is too short; delete it to make a new one")
+    return key
+
+
+def _signature(key: bytes, manifest: dict[str, Any]) -> str:
+    """HMAC-SHA256 of the manifest's format, step and files (each file's size and sha256)."""
+    body = {k: manifest.get(k) for k in ("format", "step", "files")}
+    return hmac.new(key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- env state
@@ -190,7 +244,8 @@ def write(checkpoints: Path, agent: Any, run_state: dict[str, Any]) -> Path:
         pause = float(os.environ.get(PAUSE_ENV_VAR, "0") or 0)
         if pause:
             time.sleep(pause)
-        _write_json(tmp / MANIFEST, {"format": CHECKPOINT_FORMAT, "step": step, "files": manifest})
+        signed = {"format": CHECKPOINT_FORMAT, "step": step, "files": manifest}
+        _write_json(tmp / MANIFEST, {**signed, "hmac": _signature(user_key(), signed)})
         _seal(tmp / MANIFEST)
         fsync_dir(tmp)
         os.rename(tmp, final)
@@ -252,8 +307,11 @@ class Checkpoint:
         return (self.path / ENV_FILE).read_bytes()
 
 
-def read(folder: Path) -> Checkpoint:
-    """Check a checkpoint folder completely; any problem is one ``QzooError`` line."""
+def read(folder: Path, trust: bool = False) -> Checkpoint:
+    """Check a checkpoint folder completely; any problem is one ``QzooError`` line.
+
+    Unless ``trust``, the manifest's signature must be this user's (``user_key``): a checkpoint written by
+    anyone else, or altered since, is refused before any of its files is read."""
     damaged = f"checkpoint {folder} is damaged"
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -265,11 +323,17 @@ def read(folder: Path) -> Checkpoint:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise QzooError(f"checkpoint {folder} has format {found}; this qzoo ({__version__}) reads format "
                         f"{CHECKPOINT_FORMAT}")
+    if not trust and not hmac.compare_digest(str(manifest.get("hmac", "")), _signature(user_key(), manifest)):
+        raise QzooError(f"checkpoint {folder} was not written by this user (its signature does not match the key "
+                        f"{key_path()}); its env.pkl is a pickle, which runs code when loaded: resume it only if "
+                        "you trust where it came from, with --trust-checkpoint")
     files = manifest.get("files")
     if not isinstance(files, dict) or STATE not in files:
         raise QzooError(f"{damaged}: {MANIFEST} lists no {STATE}")
     for name, entry in files.items():
-        path = folder / name
+        path = confined(folder, name)
+        if not isinstance(entry, dict):
+            raise QzooError(f"{damaged}: {MANIFEST} has no size and sha256 for {name}")
         if not path.is_file():
             raise QzooError(f"{damaged}: {name} is missing")
         size = path.stat().st_size
@@ -277,14 +341,31 @@ def read(folder: Path) -> Checkpoint:
             raise QzooError(f"{damaged}: {name} is truncated or altered ({size} bytes, {entry.get('size')} expected)")
         if _sha256(path) != entry.get("sha256"):
             raise QzooError(f"{damaged}: {name} does not match its sha256 (corrupt)")
-    state = json.loads((folder / STATE).read_text())
-    if state.get("format") != CHECKPOINT_FORMAT:
+    try:
+        state = json.loads((folder / STATE).read_text())
+    except ValueError:
+        raise QzooError(f"{damaged}: {STATE} is not JSON") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        state = state if isinstance(state, dict) else {}
         raise QzooError(f"checkpoint {folder} has format {state.get('format')}; this qzoo ({__version__}) reads "
                         f"format {CHECKPOINT_FORMAT}")
+    # Every name it gives is a file of this folder, listed in the manifest (so checked above): nothing outside.
+    names = [state.get("model_file"), ENV_FILE, *[f"{a}.npy" for a in state.get("arrays") or []]]
+    for name in names:
+        if not isinstance(name, str) or confined(folder, name) is None or name not in files:
+            raise QzooError(f"{damaged}: {STATE} names {name!r}, which its manifest does not list")
     return Checkpoint(folder, state)
 
 
-def read_latest(run_dir: Path) -> Checkpoint:
+def confined(folder: Path, name: Any) -> Path:
+    """``folder / name`` for a plain file name read from an untrusted file; anything else (an absolute path,
+    ``..``, a subfolder, a non-string) is one QzooError: a crafted checkpoint touches nothing outside its folder."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise QzooError(f"checkpoint {folder} is damaged or crafted: it names {name!r}, not a file of its folder")
+    return folder / name
+
+
+def read_latest(run_dir: Path, trust: bool = False) -> Checkpoint:
     """The newest checkpoint of a run folder, checked; a clear error where there is none."""
     if not run_dir.is_dir():
         raise QzooError(f"run folder not found: {run_dir}")
@@ -292,19 +373,21 @@ def read_latest(run_dir: Path) -> Checkpoint:
     if folder is None:
         raise QzooError(f"{run_dir} holds no checkpoint to resume from (checkpoints/{PREFIX}*): "
                         "the run stopped before its first checkpoint_freq env steps")
-    return read(folder)
+    return read(folder, trust)
 
 
 def restore(agent_class: Any, checkpoint: Checkpoint) -> Any:
     """An agent exactly as it was when ``checkpoint`` was written: weights, optimizer, replay memory,
     counters, schedule position, env and every random state."""
     state = checkpoint.state
-    agent = agent_class.load(checkpoint.model_file)
     try:
+        agent = agent_class.load(checkpoint.model_file)
         agent.restore_resume_state(state["agent"], checkpoint.arrays())
         agent.env = load_env(checkpoint.env_bytes(), agent.env)
-    except (ValueError, KeyError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
-        raise QzooError(f"checkpoint {checkpoint.path} does not fit this qzoo: {exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError, AttributeError,
+            EOFError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise QzooError(f"checkpoint {checkpoint.path} does not fit this qzoo: {reason}") from None
     # Last: building the agent above drew from the global generators (network initialisation).
     set_global_rng_states(state["rng"])
     return agent

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a stopped or killed run exactly from its newest checkpoint, with its own config")
+    train.add_argument("--trust-checkpoint", action="store_true",
+                       help="with --resume: accept a checkpoint not signed with your key (~/.config/qzoo/checkpoint."
+                            "key), e.g. copied from another machine or user; its env.pkl is a pickle, which runs code")
     train.add_argument("--deterministic", action="store_true",
                        help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
@@ -160,8 +163,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("--dry-run", args.dry_run), ("--from", args.source)] if given]
         if changes:
             raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
-        run = training.resume(args.resume, argv=args.argv, progress=progress)
+        run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint)
     else:
+        if args.trust_checkpoint:
+            raise QzooError("--trust-checkpoint goes with --resume RUN_DIR")
         overrides = cfg.parse_assignments(args.set, "--set")
         overrides.update({key: value for key, value in (("n_timesteps", args.steps), ("seed", args.seed))
                           if value is not None})

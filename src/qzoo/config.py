@@ -20,6 +20,14 @@ import yaml
 
 from qzoo.errors import QzooError
 
+# Upper bounds for values that a model file or a --set could otherwise make the process die on: torch aborts
+# when asked for 100,000 threads, and every env copy with vec_env async is a process. A model file's config is
+# checked exactly as the command line's (``build``), so a crafted file is refused as one line.
+MAX_TORCH_THREADS = 1024
+MAX_N_ENVS = 1024
+MAX_LAYER_UNITS = 1 << 20
+MAX_LAYERS = 64
+
 
 def _param(default: Any, help: str, kind: str, choices: tuple[str, ...] = ()) -> Any:
     """A dataclass field with its help text, its value kind and, for strings, the allowed values."""
@@ -136,14 +144,18 @@ class DQNConfig:
             (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
             (self.frame_stack >= 1, "frame_stack must be >= 1"),
             (self.n_envs >= 1, "n_envs must be >= 1"),
+            (self.n_envs <= MAX_N_ENVS, f"n_envs must be <= {MAX_N_ENVS}"),
             (self.net_arch is None or all(n >= 1 for n in self.net_arch), "net_arch sizes must be >= 1"),
+            (self.net_arch is None or (len(self.net_arch) <= MAX_LAYERS and max(self.net_arch, default=1)
+                                       <= MAX_LAYER_UNITS),
+             f"net_arch must have at most {MAX_LAYERS} layers of at most {MAX_LAYER_UNITS} units"),
             (self.atari_crop is None or (len(self.atari_crop) == 4 and min(self.atari_crop) >= 0),
              "atari_crop must be four numbers >= 0: top, bottom, left, right"),
             (self.eval_freq >= 0 and self.checkpoint_freq >= 0, "eval_freq and checkpoint_freq must be >= 0"),
             (self.n_eval_episodes >= 1, "n_eval_episodes must be >= 1"),
             (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
             (self.log_interval >= 1, "log_interval must be >= 1"),
-            (self.torch_threads >= 0, "torch_threads must be >= 0"),
+            (0 <= self.torch_threads <= MAX_TORCH_THREADS, f"torch_threads must be in [0, {MAX_TORCH_THREADS}]"),
             # auto stays allowed so that a saved deterministic run loads for evaluation on any machine.
             (self.noisy_sigma0 >= 0, "noisy_sigma0 must be >= 0"),
             (self.n_atoms >= 1, "n_atoms must be >= 1"),
@@ -172,6 +184,19 @@ class DQNConfig:
         for ok, message in checks:
             if not ok:
                 raise QzooError(f"invalid config: {message}")
+        self.check_network_fits()
+
+    def check_network_fits(self) -> None:
+        """Refuse, before allocating, hidden layers whose weights (online and target networks, gradients and two
+        Adam moments: 5 float32 copies) exceed the memory available now."""
+        from qzoo.buffer import available_memory_bytes
+
+        layers = list(self.net_arch or ())
+        nbytes = 5 * 4 * sum(a * b + b for a, b in zip(layers, layers[1:]))
+        available = available_memory_bytes()
+        if available is not None and nbytes > available:
+            raise QzooError(f"invalid config: net_arch {layers} needs {nbytes / 2**30:.1f} GiB of weights but only "
+                            f"{available / 2**30:.1f} GiB is available")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -191,22 +191,53 @@ class QLearning:
 
     @classmethod
     def load(cls, path: str | Path, **config_overrides: Any) -> "QLearning":
+        """Rebuild an agent from ``save``'s file. The file is untrusted: each array's shape is read from its
+        ``.npy`` header and checked (the metadata's size, the table's shape against the env's) before anything
+        is decompressed, so a small file that would unpack to gigabytes is refused first."""
+        import zipfile
+
         path = Path(path)
         if not path.is_file():
             raise QzooError(f"model file not found: {path}")
+        damaged = f"cannot read model file {path}: it is truncated or not a qzoo model"
         try:
-            with np.load(path, allow_pickle=False) as data:
-                q_table = data["q_table"]
-                meta = json.loads(str(data["meta"]))
+            with zipfile.ZipFile(path) as archive:
+                meta = json.loads(str(_read_npy(archive, "meta", lambda shape, dtype: shape == () and dtype.kind == "U"
+                                                and dtype.itemsize <= MAX_META_BYTES)))
+                if not isinstance(meta, dict) or meta.get("algo") != ALGO or meta.get("format") != MODEL_FORMAT:
+                    raise QzooError(f"{path} is not a qzoo Q-learning model of format {MODEL_FORMAT}")
+                if not isinstance(meta.get("config"), dict):
+                    raise QzooError(f"{path} is not a qzoo Q-learning model of format {MODEL_FORMAT}")
+                config = cfg.build({**meta["config"], **config_overrides}, str(path), cfg.QLearningConfig)
+                agent = cls(str(meta["env_id"]), config)
+                expected = agent.q_table.shape
+
+                def fits(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+                    if shape != expected or dtype.kind != "f":
+                        raise QzooError(f"{path}: table shape {shape} does not fit {meta['env_id']} {expected}")
+                    return True
+
+                q_table = _read_npy(archive, "q_table", fits)
+        except QzooError:
+            raise
         except Exception as exc:  # zipfile, KeyError, ValueError, JSON errors: all mean a damaged file
-            raise QzooError(f"cannot read model file {path}: it is truncated or not a qzoo model ({type(exc).__name__})") from None
-        if meta.get("algo") != ALGO or meta.get("format") != MODEL_FORMAT:
-            raise QzooError(f"{path} is not a qzoo Q-learning model of format {MODEL_FORMAT}")
-        config = cfg.build({**meta["config"], **config_overrides}, str(path), cfg.QLearningConfig)
-        agent = cls(meta["env_id"], config)
-        if q_table.shape != agent.q_table.shape:
-            raise QzooError(f"{path}: table shape {q_table.shape} does not fit {meta['env_id']} {agent.q_table.shape}")
+            raise QzooError(f"{damaged} ({type(exc).__name__})") from None
         agent.q_table[:] = q_table
         agent.num_timesteps = int(meta["num_timesteps"])
         agent.num_episodes = int(meta["num_episodes"])
         return agent
+
+
+MAX_META_BYTES = 4 << 20  # the metadata is a JSON string of a few KB; its .npy header says its size
+
+
+def _read_npy(archive: Any, name: str, fits: Any) -> np.ndarray:
+    """The array ``name`` of an open .npz, read only once ``fits(shape, dtype)`` accepted its header."""
+    with archive.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if not fits(tuple(shape), dtype):
+            raise ValueError(f"{name} has an unexpected shape or type")
+    with archive.open(f"{name}.npy") as f:
+        return np.lib.format.read_array(f, allow_pickle=False)

@@ -180,7 +180,9 @@ class RunRecorder:
 
     def _open(self, run_dir: Path, agent, command: str | None, notes: list[str], progress: bool | None,
               resume: checkpoint.Checkpoint | None) -> None:
-        run_state: dict[str, Any] = resume.state["run"] if resume else {}
+        run_state: dict[str, Any] = resume.state.get("run") if resume else {}
+        if not isinstance(run_state, dict):
+            raise QzooError(f"the checkpoint of {run_dir} has no run state; cannot resume")
         if resume is None:
             if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
                 raise QzooError(f"{run_dir} already holds files; choose another --run-dir")
@@ -197,9 +199,9 @@ class RunRecorder:
                 **agent.describe(),
             }
         else:
-            _cut_back(run_dir, run_state["csv_bytes"])
+            _cut_back(run_dir, run_state.get("csv_bytes"))
             self.meta = read_meta(run_dir)
-            self.meta.update(status="running", best=run_state["best"])
+            self.meta.update(status="running", best=run_state.get("best"))
             self.meta.pop("error", None)
             self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command})
         self.dir = run_dir
@@ -324,7 +326,15 @@ class RunRecorder:
 
 
 def _cut_back(run_dir: Path, csv_bytes: dict[str, int]) -> None:
-    """Cut each CSV back to its size at the checkpoint; checks them all before changing any."""
+    """Cut each CSV back to its size at the checkpoint; checks them all before changing any.
+
+    The names come from a checkpoint's state.json, an untrusted file: only this folder's own CSVs are accepted
+    (a crafted ``{"/any/file": 0}`` would otherwise truncate that file)."""
+    if not isinstance(csv_bytes, dict) or set(csv_bytes) != set(RunRecorder.CSV_FILES) or not all(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in csv_bytes.values()):
+        raise QzooError(f"the checkpoint of {run_dir} names other files than {', '.join(RunRecorder.CSV_FILES)} "
+                        f"in its CSV sizes ({sorted(map(str, csv_bytes)) if isinstance(csv_bytes, dict) else csv_bytes}); "
+                        "cannot resume")
     for name, size in csv_bytes.items():
         path = run_dir / name
         if not path.is_file() or path.stat().st_size < size:

@@ -121,10 +121,12 @@ def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Pat
     return Run(agent, RunRecorder(run_dir, agent, argv, plan.notes, progress=progress), run_dir)
 
 
-def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None) -> "Run":
+def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None,
+           trust_checkpoint: bool = False) -> "Run":
     """Reopen a stopped or killed run at its newest checkpoint, to go on as if it had never stopped.
 
-    The folder is locked first (one writer)."""
+    The folder is locked first (one writer). The checkpoint must be signed with this user's key
+    (``checkpoint.user_key``) unless ``trust_checkpoint``: its env.pkl is a pickle."""
     from qzoo import checkpoint
     from qzoo.algos import agent_class
     from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_n_envs
@@ -138,7 +140,7 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
         if saved_n_envs(run_dir) > 1:
             raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot "
                             f"resume exactly; start a new run from its weights with --from {run_dir}")
-        saved = checkpoint.read_latest(run_dir)
+        saved = checkpoint.read_latest(run_dir, trust=trust_checkpoint)
         meta = read_meta(run_dir)
         if meta.get("status") == "finished":
             raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")

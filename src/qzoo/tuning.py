@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -154,6 +155,11 @@ def objective(trial, spec: TuneSpec) -> float:
     return float(np.mean(results))
 
 
+def redact(url: str) -> str:
+    """A database URL without its password (``postgresql://user:***@host/db``): for error lines and reports."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def open_study(spec: TuneSpec):
     import warnings
 
@@ -169,7 +175,8 @@ def open_study(spec: TuneSpec):
         except Exception as exc:  # a bad URL, an unreachable server, a missing driver
             # Workers that start together race to create the schema of an empty database: try again.
             if attempt == 4 or "Failed to import" in str(exc):
-                raise QzooError(f"cannot open study storage {spec.storage}: {str(exc).splitlines()[0]}") from None
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0].replace(spec.storage, redact(spec.storage))
+                raise QzooError(f"cannot open study storage {redact(spec.storage)}: {redact(reason)}") from None
             time.sleep(1 + attempt)
     return optuna.create_study(
         study_name=spec.study_name, storage=storage, direction="maximize", load_if_exists=True,
@@ -258,7 +265,7 @@ def report(spec: TuneSpec, out_dir: Path) -> dict[str, Any]:
                   f"value {complete[0].value:.3f}. Use: qzoo train --algo {spec.algo} --env {spec.env_id} -c THIS_FILE\n")
         (out_dir / "best_params.yml").write_text(header + yaml.safe_dump({spec.env_id: best_values}, sort_keys=False))
         best = {"trial": complete[0].number, "value": complete[0].value, "hyperparameters": best_values}
-    return {"study": spec.study_name, "storage": spec.storage, "n_trials": len(trials), "states": counts,
+    return {"study": spec.study_name, "storage": redact(spec.storage), "n_trials": len(trials), "states": counts,
             "best": best, "table": table, "out_dir": str(out_dir)}
 
 

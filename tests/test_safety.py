@@ -371,3 +371,138 @@ def test_a_postgres_password_is_redacted(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "tune"), "--set", "torch_threads=1"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "hunter2" not in line and "qzoo:***@127.0.0.1" in line
+
+
+# ----------------------------------------------------------------------------------- one line per bad input
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory, dqn_model) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("places")
+    (root / "a_file").write_text("not a folder\n")
+    (root / "binary.yml").write_bytes(bytes(range(256)) * 4)
+    for name, meta in [("list_run", "[1, 2]"), ("no_env_run", '{"algo": "dqn"}'), ("bad_csv_run", None)]:
+        (root / name).mkdir()
+        (root / name / "run.json").write_text(meta or '{"env_id": "CartPole-v1", "algo": "dqn"}')
+    (root / "bad_csv_run" / "evaluations.csv").write_text("step,time,mean,result\n100,1.0,abc,2\n")
+    return {"file": root / "a_file", "binary": root / "binary.yml", "model": dqn_model, "root": root}
+
+
+BAD_INPUTS = [
+    ("train --env CartPole-v1 --dry-run --seed -1", "seed must be in [0, 2147483647]"),
+    (f"train --env CartPole-v1 --dry-run --seed {2**70}", "seed must be in [0, 2147483647]"),
+    ("evaluate {model} --seed -1", "--seed must be in [0, 2147483647]"),
+    ("train --algo qlearning --env FrozenLake-v1 --dry-run --env-kwargs map_name=nonexistent", "bad env_kwargs"),
+    ("train --env CartPole-v1 --dry-run --env-kwargs max_episode_steps=0", "bad env_kwargs"),
+    ("train --env CartPole-v1 -n 10 --run-dir {file}", "is a file, not a run folder"),
+    ("train --env CartPole-v1 --dry-run -c {binary}", "is not a text (UTF-8 YAML) file"),
+    ("plot {root}/list_run --out {root}/plots", "run.json is not an object with an env_id"),
+    ("plot {root}/no_env_run --out {root}/plots", "run.json is not an object with an env_id"),
+    ("plot {root}/bad_csv_run --out {root}/plots", "bad_csv_run is damaged: ValueError"),
+    ("plot {root}/bad_csv_run --out {file}", "is a file; give a folder"),
+    ("plot {root}/bad_csv_run --smooth -3", "--smooth must be >= 1"),
+    ("tune --env CartPole-v1 --trials 1 --out {file}", "is a file; give a folder"),
+    ("push {model} --out {file}", "is a file; give a new folder"),
+    ("push {model} --out {root}/pushed --episodes 0", "--episodes must be >= 1"),
+    ("train --env CartPole-v1 --dry-run --set v_max=.inf", "v_max must be a finite number"),
+    ("train --env CartPole-v1 --dry-run --set stop_reward=.nan", "stop_reward must be a finite number"),
+    ("train --env CartPole-v1 --dry-run --set max_grad_norm=.inf", "max_grad_norm must be a finite number"),
+    ("enjoy {model} --episodes -1", "--episodes must be >= 1"),
+    ("record {model} --epsilon 5", "--epsilon must be in [0, 1]"),
+    ("train --trust-checkpoint --env CartPole-v1", "--trust-checkpoint goes with --resume"),
+]
+
+
+@pytest.mark.parametrize("command, fragment", BAD_INPUTS, ids=[c for c, _ in BAD_INPUTS])
+def test_a_bad_input_is_one_line(places, capsys, command, fragment):
+    argv = command.format(**places).split()
+    assert main(argv) == 2
+    assert fragment in one_error_line(capsys.readouterr().err)
+    assert not (places["root"] / "plots").exists() and not (places["root"] / "pushed").exists()
+
+
+def test_a_model_file_with_an_infinite_v_max_is_one_line(dqn_model, tmp_path, capsys):
+    path = crafted_model(dqn_model, tmp_path / "model.pt", config={"v_max": float("inf")})
+    assert main(["evaluate", str(path), "--episodes", "1"]) == 2
+    assert "v_max must be a finite number" in one_error_line(capsys.readouterr().err)
+
+
+def test_bad_api_inputs_are_one_line_errors():
+    import numpy as np
+
+    from qzoo.dqn import DQN
+    from qzoo.errors import QzooError
+
+    agent = DQN("CartPole-v1", net_arch=[8], buffer_size=500, torch_threads=1, learning_starts=10)
+    for obs, fragment in [(np.zeros(3), "expected an observation of shape (4,)"),
+                          (np.full(4, np.nan), "finite numbers"), ("abc", "shape (4,)")]:
+        with pytest.raises(QzooError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            agent.predict(obs)
+    assert agent.predict(np.zeros((2, 4)))[0].shape == (2,)
+    with pytest.raises(QzooError, match="total_timesteps must be >= 0"):
+        agent.learn(total_timesteps=-5)
+    with pytest.raises(QzooError, match="n_episodes must be an integer >= 1"):
+        agent.evaluate(0)
+    with pytest.raises(QzooError, match="seed must be an integer"):
+        agent.evaluate(1, seed=2**70)
+    with pytest.raises(QzooError, match="seed must be in"):
+        DQN("CartPole-v1", seed=-1)
+    agent.close()
+
+
+# The commands a property example may run, and what keeps each one cheap: train only resolves (--dry-run), tune
+# stops at its first check (--trials 0), push only writes a folder (no --repo-id / --token: no network), enjoy
+# never opens a window. Whatever else is drawn, the outcome must be exit 0 or one `qzoo: error:` line.
+CHEAP = {"train": ["--dry-run"], "tune": ["--trials", "0"], "evaluate": [], "enjoy": ["--render", "frames"],
+         "info": [], "presets": [], "plot": [], "record": [], "push": []}
+LEFT_OUT = {"--repo-id", "--token", "--render", "--trials", "--help", "-h"}
+
+
+def _options() -> dict[str, list[str]]:
+    from qzoo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {name: [s for a in parser._actions for s in a.option_strings if s not in LEFT_OUT]
+            for name, parser in sub.choices.items()}
+
+
+def test_random_command_lines_end_in_exit_0_or_one_error_line(places, tmp_path, monkeypatch, capsys):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    monkeypatch.chdir(tmp_path)  # anything a command writes by default lands here
+    options = _options()
+    small = ["-3", "-1", "0", "1", "2", "0.5", "nan", "inf", "x", "", "=", "[1,2]", str(2**70)]
+    paths = [str(places["model"]), str(places["file"]), str(places["binary"]), str(places["root"] / "list_run"),
+             str(places["root"] / "bad_csv_run"), "missing/run/folder", "out.mp4"]
+    pairs = ["torch_threads=100000", "v_max=.inf", "net_arch=[8]", "buffer_size=-1", "n_timesteps=10", "seed=-1",
+             "nosuch=1", "=", "x", "map_name=nonexistent", "is_slippery=false", "max_episode_steps=-1"]
+    words = ["CartPole-v1", "FrozenLake-v1", "NoSuchEnv-v0", "dqn", "qlearning", "rainbow", "steps", "png"]
+    value = st.sampled_from(small + paths + pairs + words)
+
+    @st.composite
+    def command_lines(draw):
+        command = draw(st.sampled_from(sorted(CHEAP)))
+        argv = [command]
+        if command in ("evaluate", "enjoy", "info", "record", "push", "plot"):
+            argv.append(draw(st.sampled_from(paths)))
+        for _ in range(draw(st.integers(0, 4))):
+            argv.append(draw(st.sampled_from(options[command])))
+            argv += draw(st.lists(value, max_size=2))
+        if command in ("evaluate", "enjoy", "record", "push"):
+            argv += ["--episodes", "1"]  # a drawn count of 2**70 episodes would be valid, and endless
+        return argv + CHEAP[command]
+
+    @settings(max_examples=40, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(command_lines())
+    def check(argv):
+        capsys.readouterr()
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, (argv, err)
+        if code != 0:
+            errors = [line for line in err.splitlines() if line.startswith("qzoo: error: ")]
+            assert len(errors) == 1 and err.strip().endswith(errors[0]), (argv, err)
+
+    check()

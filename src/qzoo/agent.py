@@ -20,6 +20,7 @@ import numpy as np
 
 from qzoo import config as cfg
 from qzoo.envs import family
+from qzoo.errors import QzooError
 from qzoo.evaluation import EvalStats, evaluate
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes start from seeds this far from training's
@@ -95,6 +96,21 @@ def resolve_config(env_id: str, config: Any, hyperparameters: dict[str, Any], al
     return config
 
 
+def check_observation(obs: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``obs`` as an array of one observation of ``shape`` or a batch of them; else a QzooError saying the shape
+    expected (``predict`` is the API's door for observations from anywhere)."""
+    try:
+        array = np.asarray(obs)
+    except (TypeError, ValueError):
+        raise QzooError(f"predict: expected an observation of shape {shape}, got {type(obs).__name__}") from None
+    if array.shape != shape and array.shape[1:] != shape:
+        raise QzooError(f"predict: expected an observation of shape {shape} or a batch (N, *{shape}), "
+                        f"got shape {array.shape}")
+    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+        raise QzooError(f"predict: the observation must hold finite numbers (dtype {array.dtype})")
+    return array
+
+
 def predict_actions(greedy: np.ndarray, deterministic: bool, epsilon: float, n_actions: int,
                     rng: np.random.Generator) -> tuple[Any, None]:
     """SB3's ``predict`` from the greedy actions of one observation (a 0-d array) or a batch: (actions, None).
@@ -127,6 +143,12 @@ class Evaluations:
 
     def run(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
         agent = self._agent
+        if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+            raise QzooError(f"evaluate: n_episodes must be an integer >= 1, got {n_episodes!r}")
+        if seed is not None and not (isinstance(seed, int) and 0 <= seed <= cfg.MAX_SEED):
+            raise QzooError(f"evaluate: seed must be an integer in [0, {cfg.MAX_SEED}], got {seed!r}")
+        if epsilon is not None and not 0 <= epsilon <= 1:
+            raise QzooError(f"evaluate: epsilon must be in [0, 1], got {epsilon!r}")
         if self._env is None:
             self._env = agent.make_env(training=False)
         seed = agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed

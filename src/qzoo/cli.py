@@ -210,11 +210,20 @@ def _load_agent(target: str, best: bool = False):
     return load_agent(target, best)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _check_playing(args: argparse.Namespace) -> None:
+    """--episodes, --seed and --epsilon of evaluate, enjoy, record and push: one rule, checked before loading."""
+    from qzoo.config import MAX_SEED
+
     if args.episodes < 1:
         raise QzooError("--episodes must be >= 1")
-    if args.epsilon is not None and not 0 <= args.epsilon <= 1:
+    if not 0 <= args.seed <= MAX_SEED:
+        raise QzooError(f"--seed must be in [0, {MAX_SEED}]")
+    if getattr(args, "epsilon", None) is not None and not 0 <= args.epsilon <= 1:
         raise QzooError("--epsilon must be in [0, 1]")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_playing(args)
     agent, path = _load_agent(args.run, args.best)
     stats = agent.evaluate(args.episodes, seed=args.seed, epsilon=args.epsilon)
     report = {"env_id": agent.env_id, "model": str(path), "steps": agent.num_timesteps, **stats.to_dict()}
@@ -228,10 +237,9 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
     """Watch the episodes ``qzoo evaluate`` scores: same loop, seeds and epsilon (default: the run's eval_epsilon)."""
     from qzoo.runs import run_dir_of
 
-    if args.episodes < 1 or args.max_steps < 1:
-        raise QzooError("--episodes and --max-steps must be >= 1")
-    if args.epsilon is not None and not 0 <= args.epsilon <= 1:
-        raise QzooError("--epsilon must be in [0, 1]")
+    _check_playing(args)
+    if args.max_steps < 1:
+        raise QzooError("--max-steps must be >= 1")
     agent, path = _load_agent(args.run, args.best)
     epsilon = agent.config.eval_epsilon if args.epsilon is None else args.epsilon
     mode = args.render
@@ -348,6 +356,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     probe.close()  # async env copies are subprocesses
     name = f"{args.algo}-{args.env.replace('/', '-')}"
     out = Path(args.out or f"runs/tune-{name}")
+    if out.exists() and not out.is_dir():
+        raise QzooError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out.resolve() / 'study.db'}"
     spec = TuneSpec(
@@ -372,8 +382,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from qzoo import plotting
 
-    runs = plotting.find_runs(args.runs)
+    if args.smooth < 1:
+        raise QzooError("--smooth must be >= 1 (points in the moving average)")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise QzooError(f"--out {out} is a file; give a folder")
+    runs = plotting.find_runs(args.runs)
     files = plotting.plot_curves(runs, out, args.x, args.source, args.smooth, args.label_keys, args.format)
     files += plotting.plot_iqm(runs, out, args.label_keys, args.format)
     table = plotting.score_table(runs, args.label_keys)
@@ -389,8 +403,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     from qzoo.runs import run_dir_of
     from qzoo.video import record
 
-    if args.episodes < 1 or args.fps < 1:
-        raise QzooError("--episodes and --fps must be >= 1")
+    _check_playing(args)
+    if args.fps < 1 or args.max_steps < 1:
+        raise QzooError("--fps and --max-steps must be >= 1")
     agent, path = _load_agent(args.run, args.best)
     out = Path(args.out) if args.out else run_dir_of(path) / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
     if out.suffix != ".mp4":
@@ -410,6 +425,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     if not args.out and not args.repo_id:
         raise QzooError("push needs --out DIR (write the folder only) or --repo-id USER/NAME (upload)")
+    _check_playing(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise QzooError(f"--out {args.out} is a file; give a new folder")
     token = None if args.out else find_token(args.token)
     if not args.out and not token:
         raise QzooError("no Hugging Face token: run `huggingface-cli login`, set HF_TOKEN or pass --token, "
@@ -457,6 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except QzooError as exc:
         print(f"qzoo: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a path the user gave that is a file, a folder, unwritable, or a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"qzoo: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("qzoo: interrupted", file=sys.stderr)

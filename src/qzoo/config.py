@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,6 +28,9 @@ MAX_TORCH_THREADS = 1024
 MAX_N_ENVS = 1024
 MAX_LAYER_UNITS = 1 << 20
 MAX_LAYERS = 64
+# Seeds go to numpy, torch and gymnasium's reset(seed=...), which want 0 <= seed < 2**32; evaluation seeds are
+# offset by a million (``agent.EVAL_SEED_OFFSET``) and episodes by their index.
+MAX_SEED = 2**31 - 1
 
 
 def _param(default: Any, help: str, kind: str, choices: tuple[str, ...] = ()) -> Any:
@@ -155,6 +159,7 @@ class DQNConfig:
             (self.n_eval_episodes >= 1, "n_eval_episodes must be >= 1"),
             (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
             (self.log_interval >= 1, "log_interval must be >= 1"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
             (0 <= self.torch_threads <= MAX_TORCH_THREADS, f"torch_threads must be in [0, {MAX_TORCH_THREADS}]"),
             # auto stays allowed so that a saved deterministic run loads for evaluation on any machine.
             (self.noisy_sigma0 >= 0, "noisy_sigma0 must be >= 0"),
@@ -241,6 +246,7 @@ class QLearningConfig:
             (self.n_eval_episodes >= 1, "n_eval_episodes must be >= 1"),
             (0 <= self.eval_epsilon <= 1, "eval_epsilon must be in [0, 1]"),
             (self.log_interval >= 1, "log_interval must be >= 1"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -357,6 +363,8 @@ def _coerce(field_: dataclasses.Field, value: Any, source: str) -> Any:
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):  # .nan passes every comparison check; .inf fails later, in the loss
+            raise QzooError(f"{source}: {name} must be a finite number, got {value!r}")
         return float(value)
     if kind == "str":
         if not isinstance(value, str):
@@ -549,7 +557,11 @@ def resolve(
         path = Path(config_file)
         if not path.is_file():
             raise QzooError(f"config file not found: {config_file}")
-        data = parse_yaml(path.read_text(), config_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise QzooError(f"{config_file} is not a text (UTF-8 YAML) file") from None
+        data = parse_yaml(text, config_file)
         if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()) and not (
             set(data) <= {"env_kwargs"}
         ):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qzoo import config as cfg
-from qzoo.agent import Evaluations, Recorder, predict_actions, resolve_config
+from qzoo.agent import Evaluations, Recorder, check_observation, predict_actions, resolve_config
 from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError, TrainingDiverged
@@ -249,7 +249,7 @@ class DQN:
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[Any, None]:
         """SB3-style: (action or actions, None). Non-deterministic uses the final exploration epsilon."""
-        greedy = self.q_values(np.asarray(obs)).argmax(axis=-1)
+        greedy = self.q_values(check_observation(obs, self.obs_shape)).argmax(axis=-1)
         return predict_actions(greedy, deterministic, self.config.exploration_final_eps, self.n_actions, self.rng)
 
     def _act(self, obs: np.ndarray, epsilon: float) -> int:

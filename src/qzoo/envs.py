@@ -295,8 +295,13 @@ def make_env(
             env = gym.wrappers.RecordEpisodeStatistics(env)
     except gym.error.DependencyNotInstalled as exc:
         raise QzooError(f"{env_id} needs a package that is not installed: {exc}") from None
-    except TypeError as exc:
-        raise QzooError(f"{env_id}: bad env_kwargs: {exc}") from None
+    except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
+        # gymnasium.make and the env constructors report a bad keyword argument or value in many ways
+        # (map_name=nonexistent is a KeyError, max_episode_steps=0 a ValueError): all are the user's env_kwargs.
+        if not options.env_kwargs and not isinstance(exc, TypeError):
+            raise
+        raise QzooError(f"{env_id}: bad env_kwargs {dict(options.env_kwargs or {})}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
         env.close()
         raise QzooError(

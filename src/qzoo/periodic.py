@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from qzoo.errors import QzooError
 from qzoo.evaluation import EvaluationStopped
 
 
@@ -31,6 +32,9 @@ class PeriodicWork:
 
     def __init__(self, agent, recorder, losses: list[float]):
         self.agent, self.recorder, self.losses = agent, recorder, losses
+        if agent.horizon < agent.num_timesteps:  # learn(total_timesteps=-5): a user's mistake, not a no-op
+            raise QzooError(f"learn: total_timesteps must be >= 0 (the horizon {agent.horizon} lies before the "
+                            f"{agent.num_timesteps} env steps already taken)")
         self.started, self.steps_at_start = time.perf_counter(), agent.num_timesteps
         if recorder is not None:  # SIGINT / SIGTERM stop an evaluation within one env step
             agent.evaluations.should_stop = lambda: bool(recorder.stop_requested)

@@ -62,20 +62,34 @@ def _read_csv(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read a run folder written by ``qzoo train``."""
+    """Read a run folder written by ``qzoo train``; a damaged one (run.json not an object or without env_id,
+    unreadable config.yml or CSV rows) is one QzooError naming it."""
+    import yaml
+
     try:
         meta = json.loads((run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         raise QzooError(f"{run_dir} is not a qzoo run folder (no readable run.json)") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("env_id"), str):
+        raise QzooError(f"{run_dir} is damaged: its run.json is not an object with an env_id")
+    try:
+        return _load_run(run_dir, meta)
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise QzooError(f"{run_dir} is damaged: {type(exc).__name__} {reason}".rstrip()) from None
+
+
+def _load_run(run_dir: Path, meta: dict) -> RunData:
     import yaml
 
     config_entries = yaml.safe_load((run_dir / "config.yml").read_text()) if (run_dir / "config.yml").is_file() else {}
     config = next(iter(config_entries.values()), {}) if isinstance(config_entries, dict) else {}
+    config = config if isinstance(config, dict) else {}
     return RunData(
         path=run_dir,
         env_id=meta["env_id"],
         # The variant ("rainbow", "dqn+dueling", ...) tells runs with switches apart; Q-tables have none.
-        algo=meta.get("variant") or meta.get("algo", "dqn"),
+        algo=str(meta.get("variant") or meta.get("algo", "dqn")),
         config=config,
         evaluations=_read_csv(run_dir / "evaluations.csv", ["step", "time", "mean", "result"]),
         episodes=_read_csv(run_dir / "episodes.csv", ["step", "time", "return"]),

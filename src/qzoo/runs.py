@@ -383,7 +383,9 @@ def saved_n_envs(run_dir: Path) -> int:
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
+    """run.json, or {} where it is missing, unreadable or not a JSON object (a damaged folder)."""
     try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}

@@ -506,3 +506,74 @@ def test_random_command_lines_end_in_exit_0_or_one_error_line(places, tmp_path, 
             assert len(errors) == 1 and err.strip().endswith(errors[0]), (argv, err)
 
     check()
+
+
+# ---------------------------------------------------------------------------------------- network time limits
+
+
+@pytest.fixture
+def silent_server(monkeypatch):
+    """A Hub endpoint on 127.0.0.1 that accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    from huggingface_hub import constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
+    yield url
+    server.close()
+
+
+def test_train_from_a_hub_id_ends_within_its_timeout(silent_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--from", "someone/some-agent", "--network-timeout", "1", "--dry-run"]) == 2
+    assert "no answer within 1 s" in one_error_line(capsys.readouterr().err)
+
+
+def test_push_to_the_hub_ends_within_its_timeout_and_keeps_the_folder(silent_server, dqn_model, capsys):
+    assert main(["push", str(dqn_model), "--repo-id", "someone/some-agent", "--token", "hf_x", "--no-video",
+                 "--episodes", "1", "--network-timeout", "1"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "no answer within 1 s" in line and "the prepared folder is kept in" in line
+    kept = Path(line.rsplit(" ", 1)[1])
+    assert (kept / "README.md").is_file()
+    __import__("shutil").rmtree(kept.parent)
+
+
+def test_a_local_looking_path_that_does_not_exist_is_an_error_not_a_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for source in ["runs/typo", "./typo", "model.pt", "a/b/c"]:
+        assert main(["train", "--from", source, "--dry-run"]) == 2
+        assert f"not found: {source}" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------------------------------- full disk
+
+
+def test_a_full_disk_while_writing_best_pt_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from qzoo import checkpoint
+    from qzoo.dqn import DQN
+
+    save = DQN.save
+
+    def full_disk_for_best(self, path, with_training_state=False):
+        if Path(path).name == "best.pt":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        save(self, path, with_training_state)
+
+    monkeypatch.setattr(DQN, "save", full_disk_for_best)
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "-n", "1000", "--run-dir", str(run_dir)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left on device; the last checkpoint is intact" in line
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "failed" and "No space left on device" in meta["error"]
+    assert checkpoint.read_latest(run_dir).step == 200  # the evaluation at 400 failed before that step's checkpoint
+    assert (run_dir / ".lock").read_text() == ""  # released

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dqn (default); rainbow: DQN with every Rainbow switch on (Hessel 2018 presets); "
                        "der: data-efficient Rainbow for Atari 100k (van Hasselt 2019); "
                        "or qlearning: a Q-table for Discrete observations (FrozenLake, Taxi)")
+    train.add_argument("--network-timeout", type=float, metavar="SECONDS",
+                       help="give a --from download up after this long (default: $QZOO_NETWORK_TIMEOUT, else 300)")
     train.add_argument("-n", "--steps", type=int, help="env steps to train for (sets n_timesteps)")
     train.add_argument("--seed", type=int, help="random seed (sets seed; default 0)")
     train.add_argument("--run-dir", help="run folder to write (default: runs/<algo>-<env>-s<seed>-<time>)")
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--out", help="write the folder here and upload nothing")
     push.add_argument("--repo-id", help="Hub repository, user/name (uploads; needs a login, HF_TOKEN or --token)")
     push.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN, else the `huggingface-cli login` one)")
+    push.add_argument("--network-timeout", type=float, metavar="SECONDS",
+                      help="give the upload up after this long (default: $QZOO_NETWORK_TIMEOUT, else 300)")
     push.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the card (default 10)")
     push.add_argument("--seed", type=int, default=0)
     push.add_argument("--no-video", action="store_true")
@@ -173,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         plan = training.prepare(args.env, args.algo, args.config, overrides,
                                 cfg.parse_assignments(args.env_kwargs, "--env-kwargs"), source=args.source,
                                 algo_given="--algo" in args.argv, until_solved=args.until_solved,
-                                deterministic=args.deterministic)
+                                deterministic=args.deterministic, network_timeout=args.network_timeout)
         if args.dry_run:
             agent = plan.build_agent()
             agent.close()
@@ -421,13 +425,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from qzoo.hub import build_folder, find_token, upload
+    from qzoo.hub import build_folder, find_token, network_timeout, upload
 
     if not args.out and not args.repo_id:
         raise QzooError("push needs --out DIR (write the folder only) or --repo-id USER/NAME (upload)")
     _check_playing(args)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise QzooError(f"--out {args.out} is a file; give a new folder")
+    network_timeout(args.network_timeout)  # a bad value is refused before any work
     token = None if args.out else find_token(args.token)
     if not args.out and not token:
         raise QzooError("no Hugging Face token: run `huggingface-cli login`, set HF_TOKEN or pass --token, "
@@ -441,7 +446,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 0
     folder = Path(tempfile.mkdtemp(prefix="qzoo-push-")) / "hub"
     result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
-    result["url"] = upload(folder, args.repo_id, token)  # a failed upload keeps the folder and names it
+    result["url"] = upload(folder, args.repo_id, token, args.network_timeout)  # a failed upload keeps the folder and names it
     shutil.rmtree(folder.parent)
     _print(result, args.json, f"uploaded to {result['url']}")
     return 0

@@ -9,9 +9,11 @@ leaderboards read (the Deep RL course's leaderboard reads ``mean_reward`` as "me
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -108,31 +110,81 @@ def find_token(token: str | None) -> str | None:
     return get_token()
 
 
-def upload(folder: Path, repo_id: str, token: str) -> str:
+# Every network call ends: a server that accepts and never answers must not hold a command forever.
+TIMEOUT_ENV_VAR = "QZOO_NETWORK_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0  # seconds for a whole upload or download; --network-timeout or $QZOO_NETWORK_TIMEOUT
+
+
+def network_timeout(given: float | None = None) -> float:
+    """The time limit of a network call, in seconds: ``given``, else ``$QZOO_NETWORK_TIMEOUT``, else 300."""
+    value: object = given if given is not None else os.environ.get(TIMEOUT_ENV_VAR) or DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise QzooError(f"the network timeout must be a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise QzooError(f"the network timeout must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+def with_timeout(call: Callable[[], Any], seconds: float, what: str) -> Any:
+    """``call()`` in a daemon thread, given up after ``seconds``: a QzooError naming ``what``. The library calls
+    (huggingface_hub over HTTP) have no overall limit of their own; the abandoned thread dies with the process."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name=f"qzoo {what}")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s (--network-timeout, ${TIMEOUT_ENV_VAR})")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def upload(folder: Path, repo_id: str, token: str, timeout: float | None = None) -> str:
     """Create the Hub repository if needed and upload the folder; returns its URL. A failed upload leaves
-    ``folder`` as it is and says where it is, so it can be uploaded again or by hand."""
+    ``folder`` as it is and says where it is, so it can be uploaded again or by hand. ``timeout``: seconds for
+    the whole upload (``network_timeout``)."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    try:
+    seconds = network_timeout(timeout)
+
+    def send() -> None:
         api.create_repo(repo_id, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload qzoo agent")
-    except Exception as exc:  # network, permission, name: all one line for the user
+
+    try:
+        with_timeout(send, seconds, f"upload to {repo_id}")
+    except Exception as exc:  # network, permission, name, time limit: all one line for the user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise QzooError(f"upload to {repo_id} failed ({reason}); the prepared folder is kept in {folder}") from None
     return f"https://huggingface.co/{repo_id}"
 
 
-def fetch(source: str) -> Path:
-    """A local run folder, Hub folder or model file as is; otherwise a Hub repo id, downloaded."""
+def fetch(source: str, timeout: float | None = None) -> Path:
+    """A local run folder, Hub folder or model file as is; otherwise a Hub repo id, downloaded within ``timeout``
+    seconds (``network_timeout``). A path that looks local (``./x``, ``/x``, ``~/x``, a model file's suffix, or
+    ``runs/typo`` where ``runs`` is a folder here) and does not exist is an error, never a download."""
     path = Path(source)
     if path.exists():
         return path
-    if source.count("/") != 1 or source.startswith((".", "/")):
+    looks_local = (source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in (".pt", ".npz")
+                   or Path(source.split("/")[0]).is_dir())
+    if looks_local:
         raise QzooError(f"not found: {source} (neither a local path nor a Hub repo id like user/name)")
     from huggingface_hub import snapshot_download
 
+    seconds = network_timeout(timeout)
     try:
-        return Path(snapshot_download(repo_id=source))
+        return Path(with_timeout(lambda: snapshot_download(repo_id=source), seconds, f"download of {source}"))
     except Exception as exc:
-        raise QzooError(f"cannot download {source} from the Hub: {type(exc).__name__}") from None
+        reason = f": {exc}" if isinstance(exc, TimeoutError) else ""
+        raise QzooError(f"cannot download {source} from the Hub: {type(exc).__name__}{reason}") from None

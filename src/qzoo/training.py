@@ -64,6 +64,7 @@ def prepare(
     algo_given: bool = False,
     until_solved: bool = False,
     deterministic: bool = False,
+    network_timeout: float | None = None,
 ) -> Plan:
     """Resolve a run: defaults -> presets (or the ``source`` agent's own hyperparameters) -> ``config_file`` ->
     ``overrides`` -> ``env_kwargs``.
@@ -71,7 +72,8 @@ def prepare(
     ``source``: a run folder, pushed folder, model file or Hub repo id to start from (``qzoo train --from``);
     its env and algorithm are the run's, and ``algo`` may only differ from it where ``algo_given`` is False.
     ``until_solved``: stop once an evaluation reaches the env's reward threshold. ``deterministic``: bit-exact
-    CPU kernels on one thread (a Q-table run is exact already).
+    CPU kernels on one thread (a Q-table run is exact already). ``network_timeout``: seconds a Hub download of
+    ``source`` may take (``hub.network_timeout``).
     """
     from qzoo.envs import env_spec, family
 
@@ -79,7 +81,7 @@ def prepare(
     if source:
         from qzoo.hub import fetch
 
-        source_agent, _ = load_agent(str(fetch(source)))
+        source_agent, _ = load_agent(str(fetch(source, network_timeout)))
         if env_id and env_id != source_agent.env_id:
             raise QzooError(f"--from holds a {source_agent.env_id} agent, not {env_id}")
         if algo != source_agent.algo and algo_given:
@@ -186,6 +188,12 @@ class Run:
             except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a checkpoint
                 status, code = "interrupted", EXIT_INTERRUPTED
             except BaseException as exc:
+                if _is_write_error(exc):  # best.pt, TensorBoard events, a CSV row on a full disk: one line
+                    from qzoo.checkpoint import write_error
+
+                    message = f"cannot write in {self.run_dir}: {write_error(exc)}"
+                    recorder.fail(agent, message)
+                    raise QzooError(f"{message}; the last checkpoint is intact") from None
                 recorder.fail(agent, str(exc))
                 raise
         if recorder.stop_requested:
@@ -199,6 +207,11 @@ class Run:
             recorder.fail(agent, message)
             raise QzooError(message) from None
         return status, code
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """An OSError, or torch.save's RuntimeError around one (a full disk, a file size limit)."""
+    return isinstance(exc, OSError) or isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError)
 
 
 @dataclass(frozen=True)

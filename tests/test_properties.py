@@ -33,9 +33,13 @@ def valid_value(field: dataclasses.Field) -> st.SearchStrategy:
     return strategies[kind]
 
 
+# Fields whose checked range is narrower than the kind's (upper bounds against crafted files, issue 14).
+BOUNDED = {"torch_threads": st.integers(0, cfg.MAX_TORCH_THREADS), "n_envs": st.integers(1, cfg.MAX_N_ENVS)}
+
+
 def valid_configs(schema: type) -> st.SearchStrategy:
     fields = dataclasses.fields(schema)
-    return st.fixed_dictionaries({}, optional={f.name: valid_value(f) for f in fields})
+    return st.fixed_dictionaries({}, optional={f.name: BOUNDED.get(f.name) or valid_value(f) for f in fields})
 
 
 @FAST

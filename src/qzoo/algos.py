@@ -42,6 +42,7 @@ UNFIT_MODEL_ERRORS = (RuntimeError, KeyError, TypeError, ValueError, AttributeEr
 
 
 def unfit_model(path: str | Path, exc: BaseException) -> QzooError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # load_state_dict says "Error(s) in loading state_dict for MLP:", then what differs: keep both.
+    reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
     return QzooError(f"{path} does not fit the config it holds (net_arch, env_id or counters): "
                      f"{type(exc).__name__}{': ' + reason[:200] if reason else ''}")

@@ -193,6 +193,23 @@ def test_evaluate_command_on_an_env_without_a_time_limit_ends(tmp_path, monkeypa
     assert json.loads(capsys.readouterr().out)["mean_length"] == 500
 
 
+def test_the_stop_flag_of_a_stopped_run_does_not_stop_later_evaluations():
+    from qzoo.qlearning import QLearning
+
+    class Stopped:  # a recorder whose run got SIGTERM
+        stop_requested = signal.SIGTERM
+
+        def on_episode(self, *args): ...
+        def on_train(self, *args): ...
+        def on_evaluation(self, *args): ...
+        def on_checkpoint(self, *args): ...
+
+    agent = QLearning("FrozenLake-v1", eval_freq=1, n_eval_episodes=1)
+    agent.learn(10, recorder=Stopped())
+    assert agent.num_timesteps == 1  # stopped at once, its evaluation dropped
+    assert len(agent.evaluate(2).returns) == 2
+
+
 def test_sigterm_during_an_evaluation_checkpoints_and_exits_143(tmp_path):
     run_dir = tmp_path / "run"
     run = qzoo("train", *NO_LIMIT, "-n", "2000", "--run-dir", str(run_dir), "--set", "eval_freq=500",

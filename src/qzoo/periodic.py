@@ -36,8 +36,6 @@ class PeriodicWork:
             raise QzooError(f"learn: total_timesteps must be >= 0 (the horizon {agent.horizon} lies before the "
                             f"{agent.num_timesteps} env steps already taken)")
         self.started, self.steps_at_start = time.perf_counter(), agent.num_timesteps
-        if recorder is not None:  # SIGINT / SIGTERM stop an evaluation within one env step
-            agent.evaluations.should_stop = lambda: bool(recorder.stop_requested)
 
     def after_env_step(self, epsilon: float, steps: int = 1) -> bool:
         """Do the periodic work due after the last ``steps`` env steps; True when training must stop."""
@@ -51,10 +49,15 @@ class PeriodicWork:
                 self.losses.clear()
             recorder.on_train(agent, metrics)
         if c.eval_freq and crossings(t, steps, c.eval_freq):
+            # SIGINT / SIGTERM stop a periodic evaluation within one env step (only this one: an evaluate() call
+            # after learn, e.g. by the API, is never stopped by a flag of a finished run).
+            agent.evaluations.should_stop = (lambda: bool(recorder.stop_requested)) if recorder else None
             try:
                 stats = agent.evaluate(c.n_eval_episodes)
             except EvaluationStopped:  # a signal mid-evaluation: drop it; this step is checkpointed below
                 stats = None
+            finally:
+                agent.evaluations.should_stop = None
             if stats is not None:
                 improved = agent.evaluations.note(stats)
                 if recorder:

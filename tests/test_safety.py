@@ -603,3 +603,23 @@ def test_a_full_disk_while_writing_best_pt_is_one_line_and_keeps_the_last_checkp
     assert meta["status"] == "failed" and "No space left on device" in meta["error"]
     assert checkpoint.read_latest(run_dir).step == 200  # the evaluation at 400 failed before that step's checkpoint
     assert (run_dir / ".lock").read_text() == ""  # released
+
+
+def _limit_file_size_to_30kb():
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+
+def test_a_file_size_limit_on_the_logs_is_one_line_and_marks_the_run_failed(tmp_path):
+    """RLIMIT_FSIZE while writing the CSV rows and TensorBoard events of a real run (a process of its own)."""
+    run_dir = tmp_path / "run"
+    done = subprocess.run([str(QZOO), "train", "--env", "CartPole-v1", "-n", "30000", "--no-progress",
+                           "--run-dir", str(run_dir), "--set", "log_interval=10", "eval_freq=0", "checkpoint_freq=0",
+                           "learning_starts=30000", "net_arch=[8]", "buffer_size=30000", "torch_threads=1"],
+                          capture_output=True, text=True, preexec_fn=_limit_file_size_to_30kb, timeout=DEADLINE)
+    assert done.returncode == 2, done.stderr
+    assert "File too large; the last checkpoint is intact" in one_error_line(done.stderr)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "failed" and "File too large" in meta["error"]

@@ -104,6 +104,15 @@ def lock_run_dir(run_dir: str | Path, command: str | None = None) -> RunLock:
     return RunLock(Path(run_dir), command)
 
 
+def _quiet_event_writer_errors(args: Any, previous: Any = threading.excepthook) -> None:
+    """threading.excepthook: an OSError in TensorBoard's event-writer thread (a full disk) is not printed as a
+    traceback; the writer raises it again in the training thread at its next write, where the run fails with one
+    line (``training.Run``). Every other thread's exception goes to the previous hook."""
+    if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+        return
+    previous(args)
+
+
 def default_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{algo}-{env_id.replace('/', '-')}-s{seed}-{stamp}"
@@ -214,6 +223,7 @@ class RunRecorder:
         self.evals = _Csv(run_dir / "evaluations.csv", ["step", "episodes", "mean", "std", "result", "time"])
         from torch.utils.tensorboard import SummaryWriter
 
+        threading.excepthook = _quiet_event_writer_errors
         # On resume, events after the checkpoint's step are hidden: they are written again.
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume.step + 1 if resume else None)
         from tqdm import tqdm

@@ -1,0 +1,78 @@
+"""Ape-X on a real Ray cluster: a head and a second node on loopback, inside a network namespace of their own.
+
+Each test runs tests/ray_cluster.py under ``unshare -n`` (only 127.0.0.1 exists there, so no Ray port is ever
+open to the network) and reads the run folders it wrote. Ray must be installed (``make test`` installs the ray
+extra): a missing Ray fails these tests, it does not skip them.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qzoo.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "ray_cluster.py"
+
+
+def on_loopback_cluster(request: dict, timeout: float) -> dict:
+    """Run tests/ray_cluster.py in a new network namespace; its JSON report."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(SCRIPT),
+               json.dumps(request)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_ray_is_installed():
+    import ray  # noqa: F401  (make test installs the ray extra; a missing Ray is a failure, not a skip)
+
+
+def test_two_actors_on_two_nodes_write_a_normal_run_folder(tmp_path, capsys):
+    run_dir = tmp_path / "cartpole-apex"
+    argv = ["train", "--env", "CartPole-v1", "-n", "3000", "--seed", "2", "--run-dir", str(run_dir), "--no-progress",
+            "--json", "--set", "actors=2", "actor_chunk_steps=100", "weight_publish_seconds=0", "torch_threads=1",
+            "learning_starts=500", "train_freq=4", "gradient_steps=1", "net_arch=[32,32]", "eval_freq=1000",
+            "n_eval_episodes=2", "checkpoint_freq=1000", "log_interval=500"]
+    report = on_loopback_cluster({"runs": [argv]}, timeout=240)
+    assert report["codes"] == [0]
+    assert report["nodes"]["addresses"] == ["127.0.0.1"]  # loopback only
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["steps"] == 3000  # exactly n_timesteps, summed over actors
+    lanes = meta["distributed"]["lanes"]
+    assert sum(lane["chunks"] for lane in lanes) == 30
+    # One actor on each node (one CPU each); the worker node's actor acted with newer and newer weights.
+    assert sorted(node for lane in lanes for node in lane["nodes"]) == sorted(report["nodes"][k] for k in ("head", "worker"))
+    on_worker = next(lane for lane in lanes if lane["nodes"] == [report["nodes"]["worker"]])
+    assert on_worker["versions"] >= 2 and on_worker["last_version"] > on_worker["first_version"]
+    with open(run_dir / "train.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(500, 3001, 500))
+    with open(run_dir / "evaluations.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1000, 2000, 3000]
+    assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+    # The commands that read run folders work unchanged, without Ray.
+    assert main(["evaluate", str(run_dir), "--episodes", "2", "--json"]) == 0
+    evaluation = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluation["steps"] == 3000 and len(evaluation["returns"]) == 2
+
+
+@pytest.mark.slow
+def test_two_actors_solve_cartpole_within_the_single_process_budget_for_two_of_three_seeds(tmp_path):
+    """Solved: an evaluation's mean over 20 episodes >= 475 within the RL-Zoo preset's 50k env steps."""
+    runs = [["train", "--env", "CartPole-v1", "--seed", str(seed), "--until-solved", "--no-progress", "--json",
+             "--run-dir", str(tmp_path / f"s{seed}"), "--set", "actors=2", "torch_threads=1"] for seed in range(3)]
+    report = on_loopback_cluster({"runs": runs, "solved_needed": 2}, timeout=420)
+    results = {}
+    for argv in runs[:len(report["codes"])]:
+        meta = json.loads((Path(argv[argv.index("--run-dir") + 1]) / "run.json").read_text())
+        results[argv[argv.index("--seed") + 1]] = (meta["steps"], (meta.get("best") or {}).get("mean"))
+    print("CartPole-v1, 2 actors, seed -> (env steps, best mean of 20 episodes):", results)
+    assert sum(mean is not None and mean >= 475 for _, mean in results.values()) >= 2, results
+    assert all(steps <= 50_000 for steps, _ in results.values())

@@ -227,7 +227,8 @@ class Actor:
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         import torch
 
-        self.agent.q_net.load_state_dict({name: torch.as_tensor(array) for name, array in weights.items()})
+        # torch.tensor copies: the arrays of ray.get are read-only views of the object store.
+        self.agent.q_net.load_state_dict({name: torch.tensor(array) for name, array in weights.items()})
 
     def collect(self, steps: int, run_step: int = 0, horizon: int = 1) -> Chunk:
         """``steps`` env steps, epsilon-greedily; ``run_step`` (env steps over all actors when asked) and

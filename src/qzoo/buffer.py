@@ -31,7 +31,8 @@ same for every n. Each row records ``successor``, the row of the same stream's n
 it is written), so a window follows its own stream even when ``n_envs`` streams interleave; the ring
 overwrites rows oldest first, so a live row's successors are live too. A window is usable once it holds
 n rows or ends on a termination or truncation (``n_step_returns`` stops there); the newest
-rows of a stream wait. Cost: 8 more bytes per transition.
+rows of a stream wait. Cost: 8 more bytes per transition. ``end_stream`` closes a stream mid-episode as a
+truncation (an Ape-X actor restarted: ``qzoo.apex.ingest``).
 
 Prioritised replay (``prioritized=True``, Schaul et al. 2016): a ``SumTree`` over the transition rows,
 16 bytes per row (capacity rounded up to a power of two). A row enters with priority 0 and gets the

@@ -130,7 +130,8 @@ class DQNConfig:
         1.0, "seconds between two publications of the learner's weights to the actors (one ray.put each)", "float"
     )
     weight_publish_updates: int = _param(
-        0, "also publish after this many gradient steps since the last publication (0: by time only)", "int"
+        100, "also publish after this many gradient steps since the last publication, whichever comes first "
+        "(0: by time only; Horgan 2018: actors fetch every 400 frames)", "int"
     )
     rate_band: int = _param(
         256, "rate limiter band, in env steps: gradient steps stay within gradient_steps / train_freq x "

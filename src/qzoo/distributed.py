@@ -21,7 +21,10 @@ weights only when the version changed. Sampling stays in the learner: no minibat
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -31,6 +34,7 @@ from qzoo import apex
 from qzoo.errors import QzooError
 from qzoo.periodic import PeriodicWork, crossings
 
+LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode, on loopback
 INSTALL_HINT = "actors > 0 trains on Ray, which is not installed: pip install 'qzoo[ray]'"
 
 
@@ -78,11 +82,39 @@ def connect(ray: Any, address: str | None, n_actors: int) -> bool:
         return False
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        # Security: loopback only, no dashboard (a Ray port open to the network runs anyone's code).
+        return True
+    # Security: a local Ray listens on loopback only, without dashboard (a Ray port reachable from the network runs
+    # anyone's code). Ray takes the routable address on Linux even when given 127.0.0.1 (ray 2.60:
+    # services.resolve_ip_for_localhost) unless its cluster mode is off, as it is by default on macOS and Windows.
+    from ray._private import ray_constants
+
+    cluster_mode, variable = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(LOCAL_ONLY_VARIABLE)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[LOCAL_ONLY_VARIABLE] = "0"  # for the processes Ray starts
+    try:
         ray.init(num_cpus=max(n_actors, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  configure_logging=False, _node_ip_address="127.0.0.1")
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        if variable is None:
+            os.environ.pop(LOCAL_ONLY_VARIABLE, None)
+        else:
+            os.environ[LOCAL_ONLY_VARIABLE] = variable
     return True
+
+
+@contextlib.contextmanager
+def keeping_signal_handlers():
+    """Put back the SIGINT and SIGTERM handlers (``RunRecorder.stopping_on_signals``') that the block replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 class _Publisher:
@@ -116,7 +148,8 @@ def learn(agent: Any, total_timesteps: int | None = None, recorder: Any = None, 
     c = agent.config
     horizon = agent.num_timesteps + (c.n_timesteps if total_timesteps is None else total_timesteps)
     agent.horizon = horizon
-    started_here = connect(ray, address, c.actors)
+    with keeping_signal_handlers():  # ray.init installs its own: SIGINT / SIGTERM must still checkpoint the run
+        started_here = connect(ray, address, c.actors)
     remote = ray.remote(num_cpus=1, max_restarts=c.actor_max_restarts)(Host)
     actors = [remote.remote(agent.env_id, c.to_dict(), i, c.actors) for i in range(c.actors)]
     try:
@@ -141,6 +174,7 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
                  nodes=[set() for _ in range(c.actors)], restarts=0, cut_streams=0)
     pending: dict[Any, tuple[int, int]] = {}  # chunk reference -> (lane, env steps asked for)
     in_flight = [0] * c.actors
+    dead, deaths = [False] * c.actors, [0] * c.actors  # a lane's chunks failed since its last delivery; its deaths
     requested = agent.num_timesteps  # env steps asked of the actors, delivered or not
 
     stopped = False
@@ -165,13 +199,20 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
             try:
                 chunk = ray.get(ref)
             except ray.exceptions.RayActorError:
-                # The actor died; Ray restarts it (max_restarts) with a fresh env. Its chunk is asked again;
+                # The actor died; Ray restarts it (max_restarts) with a fresh env. Its chunks are asked again;
                 # its stream in the memory is closed as truncated when the new actor's first chunk arrives.
                 requested -= steps
-                stats["restarts"] += 1
-                if recorder is not None:
-                    recorder.on_actor_restart(agent, lane)
+                if not dead[lane]:  # one death fails every chunk it had in flight: count it once
+                    dead[lane] = True
+                    deaths[lane] += 1
+                    if deaths[lane] > c.actor_max_restarts:
+                        raise QzooError(f"actor {lane} died {deaths[lane]} times (actor_max_restarts "
+                                        f"{c.actor_max_restarts}); its last error: {_first_line(ray, ref)}") from None
+                    stats["restarts"] += 1
+                    if recorder is not None:
+                        recorder.on_actor_restart(agent, lane)
                 continue
+            dead[lane] = False
             if apex.ingest(agent.buffer, chunk, lane):  # store (s, a, r, s') in D, in this actor's stream
                 stats["cut_streams"] += 1
             stats["chunks"][lane] += 1
@@ -202,10 +243,18 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
     return agent
 
 
+def _first_line(ray: Any, ref: Any) -> str:
+    try:
+        ray.get(ref)
+    except Exception as exc:  # the actor's error, as Ray reports it
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "none"
+
+
 def summary(stats: dict[str, Any]) -> dict[str, Any]:
     """run.json's record of a distributed run: per lane, its chunks, nodes and the weight versions it acted with."""
     lanes = [{"chunks": n, "nodes": sorted(nodes), "first_version": versions[0] if versions else None,
-              "last_version": versions[-1] if versions else None, "versions": len(set(versions))}
+              "newest_version": max(versions) if versions else None, "versions": len(set(versions))}
              for n, nodes, versions in zip(stats["chunks"], stats["nodes"], stats["versions"])]
     return {"actors": len(lanes), "lanes": lanes, "restarts": stats["restarts"], "cut_streams": stats["cut_streams"],
             "publications": stats["publications"]}

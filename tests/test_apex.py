@@ -217,3 +217,20 @@ def test_deterministic_distributed_runs_are_refused_in_one_line(capsys):
     code = main(["train", "--env", "CartPole-v1", "--set", "actors=2", "--deterministic", "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not bit-exact" in err[0]
+
+
+def test_regression_chunks_of_a_lane_ingested_out_of_order_are_refused_not_stored_as_nan_frames():
+    """Bug: a lane's second chunk reached the learner's node before its first and was ingested first; ``add`` then
+    stored the missing first observation (None) as a NaN frame and the loss became NaN. The learner now ingests
+    each lane's chunks in the order it asked for them, and ingest refuses a chunk that continues an unseen episode."""
+    builder = ChunkBuilder(1)
+    for transition in stream(0, [(6, False)], 1)[:4]:
+        builder.add(*transition)
+        if len(builder._actions) == 2:
+            first = builder.take((2, 2), np.int32)
+    second = builder.take((2, 2), np.int32)
+    memory = make_memory(20, 1, 1, 1, False)
+    with pytest.raises(ValueError, match="out of order"):
+        ingest(memory, second, 0)
+    assert not ingest(memory, first, 0) and not ingest(memory, second, 0) and len(memory) == 4
+    assert np.isfinite(memory.frames.data[:memory.frames_written]).all()

@@ -144,6 +144,8 @@ def ingest(buffer: ReplayBuffer, chunk: Chunk, stream: int) -> bool:
     memory's stream is still inside one (its actor was restarted, or the run resumed) first closes that stream
     as truncated (``ReplayBuffer.end_stream``): its last transition bootstraps, nothing links across.
     """
+    if chunk.steps and not chunk.starts[0] and buffer.stream_at_start(stream):
+        raise ValueError(f"a chunk of stream {stream} continues an episode the memory has not seen: chunks out of order")
     cut = bool(chunk.steps and chunk.starts[0] and not buffer.stream_at_start(stream))
     if cut:
         buffer.end_stream(stream)

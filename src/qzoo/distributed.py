@@ -21,6 +21,7 @@ weights only when the version changed. Sampling stays in the learner: no minibat
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -153,6 +154,9 @@ def learn(agent: Any, total_timesteps: int | None = None, recorder: Any = None, 
     remote = ray.remote(num_cpus=1, max_restarts=c.actor_max_restarts)(Host)
     actors = [remote.remote(agent.env_id, c.to_dict(), i, c.actors) for i in range(c.actors)]
     try:
+        # Every actor built (env, network) before the first chunk is asked for: the lanes start together, and an
+        # actor that cannot start fails the run here with its own error.
+        ray.get([actor.pid.remote() for actor in actors])
         return _learn(ray, agent, actors, horizon, recorder, {} if stats is None else stats)
     finally:
         for actor in actors:
@@ -173,29 +177,32 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
     stats.update(chunks=[0] * c.actors, versions=[[] for _ in range(c.actors)],
                  nodes=[set() for _ in range(c.actors)], restarts=0, cut_streams=0)
     pending: dict[Any, tuple[int, int]] = {}  # chunk reference -> (lane, env steps asked for)
-    in_flight = [0] * c.actors
+    # Each lane's chunks in the order they were asked for: a lane's stream is ingested in order, although a later
+    # chunk can reach this node first (a chunk taken out of order would link transitions of different moments).
+    queues: list[collections.deque] = [collections.deque() for _ in range(c.actors)]
     dead, deaths = [False] * c.actors, [0] * c.actors  # a lane's chunks failed since its last delivery; its deaths
     requested = agent.num_timesteps  # env steps asked of the actors, delivered or not
 
     stopped = False
     while True:
         for lane in range(c.actors):  # ask for more while the learner keeps up (actors wait otherwise)
-            while (in_flight[lane] < c.max_chunks_in_flight and requested < horizon
+            while (len(queues[lane]) < c.max_chunks_in_flight and requested < horizon
                    and limiter.may_insert(agent.num_timesteps, agent.num_updates)):
                 steps = min(c.actor_chunk_steps, horizon - requested)
                 ref = actors[lane].collect.remote(steps, requested, horizon, publisher.version, [publisher.ref])
                 pending[ref] = (lane, steps)
-                in_flight[lane] += 1
+                queues[lane].append(ref)
                 requested += steps
         if not pending and requested >= horizon:
             break
         allowed = limiter.updates_allowed(agent.num_timesteps, agent.num_updates)
         # Nothing to train on: wait for a chunk. Else only look: the learner trains while chunks are on their way.
-        ready = ray.wait(list(pending), num_returns=1, timeout=0 if allowed else None)[0] if pending else []
+        oldest = [queue[0] for queue in queues if queue]
+        ready = ray.wait(oldest, num_returns=1, timeout=0 if allowed else None)[0] if oldest else []
         if ready:
             ref = ready[0]
             lane, steps = pending.pop(ref)
-            in_flight[lane] -= 1
+            queues[lane].popleft()
             try:
                 chunk = ray.get(ref)
             except ray.exceptions.RayActorError:

@@ -223,12 +223,12 @@ def test_regression_chunks_of_a_lane_ingested_out_of_order_are_refused_not_store
     """Bug: a lane's second chunk reached the learner's node before its first and was ingested first; ``add`` then
     stored the missing first observation (None) as a NaN frame and the loss became NaN. The learner now ingests
     each lane's chunks in the order it asked for them, and ingest refuses a chunk that continues an unseen episode."""
-    builder = ChunkBuilder(1)
-    for transition in stream(0, [(6, False)], 1)[:4]:
-        builder.add(*transition)
-        if len(builder._actions) == 2:
-            first = builder.take((2, 2), np.int32)
-    second = builder.take((2, 2), np.int32)
+    builder, transitions, chunks = ChunkBuilder(1), stream(0, [(6, False)], 1), []
+    for part in (transitions[:2], transitions[2:4]):  # two chunks of one episode
+        for transition in part:
+            builder.add(*transition)
+        chunks.append(builder.take((2, 2), np.int32))
+    first, second = chunks
     memory = make_memory(20, 1, 1, 1, False)
     with pytest.raises(ValueError, match="out of order"):
         ingest(memory, second, 0)

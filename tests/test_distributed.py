@@ -31,6 +31,23 @@ def on_loopback_cluster(request: dict, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_one_actor_on_a_throwaway_local_ray_trains_through_the_plain_command(tmp_path):
+    """No cluster: ``qzoo train --set actors=1`` starts its own Ray (loopback only, no dashboard) and stops it."""
+    run_dir = tmp_path / "local"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, "-c",
+               "from qzoo.cli import entry_point; entry_point()", "train", "--env", "CartPole-v1", "-n", "1000",
+               "--run-dir", str(run_dir), "--no-progress", "--json", "--set", "actors=1", "torch_threads=1",
+               "learning_starts=300", "exploration_fraction=0.9", "eval_freq=0", "log_interval=250"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 1000
+    with open(run_dir / "train.csv") as f:  # one actor follows qzoo's schedule: 1 -> 0.04 (preset) over 900 steps
+        epsilons = [float(row["epsilon"]) for row in csv.DictReader(f)]
+    assert len(epsilons) == 4 and epsilons == sorted(epsilons, reverse=True) and epsilons[-1] == pytest.approx(0.04)
+    assert epsilons[0] == pytest.approx(1 - 0.96 * 255 / 900, abs=1e-6)  # the last step of the first 256-step chunk
+
+
 def test_ray_is_installed():
     import ray  # noqa: F401  (make test installs the ray extra; a missing Ray is a failure, not a skip)
 

@@ -17,6 +17,9 @@ summed over actors, and every interval (``learning_starts``, ``train_freq``'s ra
 one ``ray.put`` every ``weight_publish_seconds`` (or ``weight_publish_updates`` gradient steps); each request
 carries the newest version and its reference in a list, which Ray does not resolve, so an actor fetches the
 weights only when the version changed. Sampling stays in the learner: no minibatch crosses the network.
+Each lane's chunks are ingested in the order they were asked for (a later one can arrive first from another
+node). A dead actor is restarted by Ray (``actor_max_restarts``); its lost chunks are asked again, its stream is
+closed as truncated (``apex.ingest``) and run.json lists the restart.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ OUTSIDE_THE_LEARNING_STEP = {
     "n_timesteps", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps", "frame_stack",
     "atari_protocol", "atari_crop", "env_kwargs", "eval_freq", "n_eval_episodes", "eval_epsilon", "stop_reward",
     "checkpoint_freq", "log_interval", "seed", "replay_compression",
+    # Ape-X (qzoo.distributed): who collects and when the learner trains, never what one gradient step computes.
+    "actors", "actor_chunk_steps", "max_chunks_in_flight", "weight_publish_seconds", "weight_publish_updates",
+    "rate_band", "actor_max_restarts",
 }
 
 

@@ -31,7 +31,8 @@ same for every n. Each row records ``successor``, the row of the same stream's n
 it is written), so a window follows its own stream even when ``n_envs`` streams interleave; the ring
 overwrites rows oldest first, so a live row's successors are live too. A window is usable once it holds
 n rows or ends on a termination or truncation (``n_step_returns`` stops there); the newest
-rows of a stream wait. Cost: 8 more bytes per transition.
+rows of a stream wait. Cost: 8 more bytes per transition. ``end_stream`` closes a stream mid-episode as a
+truncation (an Ape-X actor restarted: ``qzoo.apex.ingest``).
 
 Prioritised replay (``prioritized=True``, Schaul et al. 2016): a ``SumTree`` over the transition rows,
 16 bytes per row (capacity rounded up to a power of two). A row enters with priority 0 and gets the
@@ -347,6 +348,26 @@ class ReplayBuffer:
             self._current[env_index] = None
         else:
             self._current[env_index] = np.append(current[1:], newest)
+
+    def stream_at_start(self, env_index: int) -> bool:
+        """Whether stream ``env_index``'s next transition starts an episode (its ``obs`` frames get stored)."""
+        return self._current[env_index] is None
+
+    def end_stream(self, env_index: int) -> None:
+        """Close stream ``env_index`` mid-episode as a truncation (its producer went away: an Ape-X actor restarted).
+
+        What ``add`` would have stored had the env truncated at the stream's newest transition: that row becomes
+        truncated (n-step windows stop there and bootstrap from its next_obs, Pardo et al. 2018), the n-step link
+        is cut, waiting rows get the max priority, and the next ``add`` of the stream starts an episode. With
+        1-step returns the row is not marked: no 1-step target reads ``truncated``.
+        """
+        if self.successor is not None and self._last_row[env_index] >= 0:
+            self.truncated[self._last_row[env_index]] = True
+            self._last_row[env_index] = -1
+        if self.tree is not None and self._waiting[env_index]:
+            ready, self._waiting[env_index] = self._waiting[env_index], []
+            self.tree.update(np.array(ready, dtype=np.int64), np.full(len(ready), self.tree.max_priority))
+        self._current[env_index] = None
 
     def _admit(self, row: int, env_index: int, episode_end: bool) -> None:
         """Prioritised: rows wait at priority 0 until their n-step window is complete, then get the max

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trust-checkpoint", action="store_true",
                        help="with --resume: accept a checkpoint not signed with your key (~/.config/qzoo/checkpoint."
                             "key), e.g. copied from another machine or user; its env.pkl is a pickle, which runs code")
+    train.add_argument("--address", metavar="RAY_ADDRESS",
+                       help="with --set actors=N: the Ray cluster to join (auto: the one this machine belongs to, as "
+                            "inside `ray job submit`); default: a throwaway local Ray on 127.0.0.1")
     train.add_argument("--deterministic", action="store_true",
                        help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
@@ -185,8 +188,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             _print({"env_id": plan.env_id, "algo": plan.algo, "config": plan.config.to_dict(), "notes": plan.notes,
                     **agent.describe()}, args.json)
             return 0
+        if args.address and not training.distributed(plan.config):
+            raise QzooError("--address joins a Ray cluster for a distributed run: add --set actors=N")
         run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress)
         _print_notes(plan.notes, args.json)
+    run.address = args.address  # a distributed run's Ray cluster; a resumed single-process run ignores it
     result = run.learn()
     _print(result.report, args.json,
            f"run saved in {result.run_dir} ({result.report['steps']} env steps, {result.status})")

@@ -129,6 +129,27 @@ class DQNConfig:
     )
     prioritized_replay_eps: float = _param(1e-6, "added to |TD error| so that no priority is 0", "float")
     adam_eps: float = _param(1e-8, "Adam's epsilon (torch default 1e-8; Hessel 2018: 1.5e-4)", "float")
+    # Ape-X-style distributed training on Ray (Horgan et al. 2018; qzoo.apex, qzoo.distributed, docs/departures.md).
+    actors: int = _param(
+        0, "Ape-X actor processes on Ray (the ray extra), each with its own env and fixed epsilon "
+        "0.4^(1+7i/(N-1)); the learner trains in this process. 0: today's single-process loop", "int"
+    )
+    actor_chunk_steps: int = _param(256, "env steps per chunk an actor sends the learner", "int")
+    max_chunks_in_flight: int = _param(
+        2, "chunks each actor may have been asked for and not yet delivered (more: actors wait)", "int"
+    )
+    weight_publish_seconds: float = _param(
+        1.0, "seconds between two publications of the learner's weights to the actors (one ray.put each)", "float"
+    )
+    weight_publish_updates: int = _param(
+        100, "also publish after this many gradient steps since the last publication, whichever comes first "
+        "(0: by time only; Horgan 2018: actors fetch every 400 frames)", "int"
+    )
+    rate_band: int = _param(
+        256, "rate limiter band, in env steps: gradient steps stay within gradient_steps / train_freq x "
+        "(env steps - learning_starts +- rate_band), as Reverb's SampleToInsertRatio", "int"
+    )
+    actor_max_restarts: int = _param(3, "times Ray restarts a dead actor before the run fails", "int")
 
     def __post_init__(self) -> None:
         checks = [
@@ -171,6 +192,13 @@ class DQNConfig:
             (self.adam_eps > 0, "adam_eps must be > 0"),
             (not self.deterministic or (self.device != "cuda" and self.torch_threads >= 1),
              "deterministic needs device cpu and a fixed torch_threads >= 1"),
+            (self.actors >= 0 and self.actor_chunk_steps >= 1 and self.max_chunks_in_flight >= 1,
+             "actors must be >= 0, actor_chunk_steps and max_chunks_in_flight >= 1"),
+            (self.weight_publish_seconds >= 0 and self.weight_publish_updates >= 0 and self.rate_band >= 0
+             and self.actor_max_restarts >= 0,
+             "weight_publish_seconds, weight_publish_updates, rate_band and actor_max_restarts must be >= 0"),
+            (not (self.deterministic and self.actors > 0),
+             "deterministic runs cannot use actors > 0: distributed runs are not bit-exact"),
         ]
         for ok, message in checks:
             if not ok:
@@ -185,6 +213,8 @@ class DQNConfig:
             (self.n_step == 1 or self.buffer_size > self.n_step, "buffer_size must be > n_step"),
             # The first gradient step needs a complete n-step window in the memory.
             (self.learning_starts >= self.n_step - 1, "learning_starts must be >= n_step - 1"),
+            # Each Ape-X actor steps one env for now (docs/departures.md); more actors give more envs.
+            (self.actors == 0 or self.n_envs == 1, "actors > 0 needs n_envs 1: each actor steps one env"),
         ]
         for ok, message in checks:
             if not ok:

@@ -198,7 +198,9 @@ class DQN:
         if self._buffer is None:
             c = self.config
             self._buffer = ReplayBuffer(
-                c.buffer_size, self.obs_shape, self.obs_dtype, self.stack, c.n_envs, seed=c.seed,
+                # One stream per env copy; with Ape-X actors (qzoo.distributed), one per actor lane.
+                c.buffer_size, self.obs_shape, self.obs_dtype, self.stack, c.n_envs * max(c.actors, 1),
+                seed=c.seed,
                 compress=c.replay_compression == "lz4", n_step=c.n_step, gamma=c.gamma,
                 prioritized=c.prioritized_replay, alpha=c.prioritized_replay_alpha,
                 priority_eps=c.prioritized_replay_eps,

@@ -284,6 +284,16 @@ class RunRecorder:
         }
         checkpoint.write(self.dir / "checkpoints", agent, run_state)
 
+    def on_distributed(self, agent, summary: dict[str, Any]) -> None:
+        """What a distributed run saw (``qzoo.distributed``): per actor lane its chunks, nodes and weight versions."""
+        self.meta["distributed"] = summary
+        self._write_meta()
+
+    def on_actor_restart(self, agent, lane: int) -> None:
+        """An Ape-X actor died and Ray restarted it (``qzoo.distributed``): run.json lists each restart."""
+        self.meta.setdefault("actor_restarts", []).append({"step": agent.num_timesteps, "lane": lane, "at": _now()})
+        self._write_meta()
+
     @contextlib.contextmanager
     def stopping_on_signals(self):
         """SIGINT and SIGTERM set ``stop_requested``: the loop ends its step, checkpoints and stops.

@@ -23,6 +23,19 @@ from qzoo.agent import Agent
 from qzoo.errors import EXIT_INTERRUPTED, QzooError
 
 
+def distributed(config: Any) -> bool:
+    """Whether a run trains with Ape-X actors on Ray (``config.actors > 0``) instead of the agent's own loop."""
+    return isinstance(config, cfg.DQNConfig) and config.actors > 0
+
+
+def check_engine(config: Any) -> None:
+    """A distributed run needs Ray: one clear line before anything is built or written when it is missing."""
+    if distributed(config):
+        from qzoo.distributed import require_ray
+
+        require_ray()
+
+
 @dataclass
 class Plan:
     """A resolved run, before anything is built: the env, the algorithm, the config, notes for the user, and
@@ -104,6 +117,7 @@ def prepare(
         notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps)")
     else:
         config, notes = cfg.resolve(env_id, family(env_id), config_file, overrides, env_kwargs, algo)
+    check_engine(config)
     return Plan(env_id, algo, config, notes, source_agent)
 
 
@@ -147,6 +161,7 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
         if meta.get("status") == "finished":
             raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")
         agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
+        check_engine(agent.config)
         recorder = RunRecorder(run_dir, agent, argv, [], progress=progress, resume=saved, lock=lock)
     except BaseException:
         lock.release()
@@ -162,6 +177,7 @@ class Run:
     recorder: Any  # qzoo.runs.RunRecorder
     run_dir: Path
     remaining: int | None = None  # env steps left (resume); None: the config's n_timesteps
+    address: str | None = None  # the Ray cluster of a distributed run (actors > 0); None: a throwaway local one
 
     def learn(self) -> "RunResult":
         """Train, then close the run folder: finished, interrupted by a signal, or failed.
@@ -184,7 +200,12 @@ class Run:
         status, code = "finished", 0
         with recorder.stopping_on_signals():
             try:
-                agent.learn(self.remaining, recorder=recorder)
+                if distributed(agent.config):  # Ape-X actors on Ray, this process the learner
+                    from qzoo.distributed import learn
+
+                    learn(agent, self.remaining, recorder=recorder, address=self.address)
+                else:
+                    agent.learn(self.remaining, recorder=recorder)
             except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a checkpoint
                 status, code = "interrupted", EXIT_INTERRUPTED
             except BaseException as exc:

@@ -139,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--best", action="store_true")
     record.add_argument("--json", action="store_true")
 
+    sweep = sub.add_parser("sweep", help="many runs (envs x seeds x configs) as Ray tasks into one folder; resumable",
+                           description="Each run is an ordinary qzoo train into OUT/<name>. The same command again "
+                                       "runs only what is missing or unfinished (resuming from checkpoints).")
+    sweep.add_argument("--env", nargs="+", default=[], help="env ids")
+    sweep.add_argument("--algo", default="dqn", choices=ALGOS)
+    sweep.add_argument("--seeds", default="0", help="seeds: 0-4, or 0,3,7 (default 0)")
+    sweep.add_argument("-n", "--steps", type=int, help="env steps per run (sets n_timesteps)")
+    sweep.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="hyperparameters of every run")
+    sweep.add_argument("--set-grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                       help="hyperparameters to sweep: every combination runs")
+    sweep.add_argument("--grid", metavar="FILE", help="YAML with env, algo, seeds, n, set, set_grid instead of flags")
+    sweep.add_argument("--out", required=True, help="the sweep folder")
+    sweep.add_argument("--address", help="Ray cluster to run on (auto: this machine's); default: a local Ray")
+    sweep.add_argument("--retries", type=int, default=2, help="times Ray retries a task whose worker died")
+    sweep.add_argument("--json", action="store_true")
+
     push = sub.add_parser("push", help="a Hugging Face Hub folder (model card, model, results, video); upload it")
     push.add_argument("run", help="run folder or model file")
     push.add_argument("--out", help="write the folder here and upload nothing")
@@ -397,15 +413,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise QzooError(f"--out {out} is a file; give a folder")
-    runs = plotting.find_runs(args.runs)
-    files = plotting.plot_curves(runs, out, args.x, args.source, args.smooth, args.label_keys, args.format)
-    files += plotting.plot_iqm(runs, out, args.label_keys, args.format)
-    table = plotting.score_table(runs, args.label_keys)
-    iqm = plotting.iqm_table(runs, args.label_keys)
-    (out / "scores.md").write_text("# Final scores\n\n" + table + "\n# IQM across envs\n\n" + iqm)
-    files.append(out / "scores.md")
+    runs, files, tables = plotting.report(args.runs, out, args.x, args.source, args.smooth, args.label_keys,
+                                          args.format)
     report = {"runs": len(runs), "envs": sorted({r.env_id for r in runs}), "files": [str(f) for f in files]}
-    _print(report, args.json, table + "\n" + iqm + "\n" + "\n".join(f"wrote {f}" for f in files))
+    _print(report, args.json, tables + "\n" + "\n".join(f"wrote {f}" for f in files))
     return 0
 
 
@@ -425,6 +436,36 @@ def cmd_record(args: argparse.Namespace) -> int:
                         gif=out.with_suffix(".gif") if args.gif else None, epsilon=args.epsilon)
     _print(result, args.json, f"wrote {result['frames']} frames to {out}" + (f" and {result['gif']}" if args.gif else ""))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from qzoo import config as cfg
+    from qzoo import sweep
+
+    envs, algo, seeds, steps = args.env, args.algo, args.seeds, args.steps
+    fixed, grid = cfg.parse_assignments(args.set, "--set"), sweep.parse_grid(args.set_grid)
+    if args.grid:
+        data = sweep.read_grid_file(args.grid)
+        envs = [data["env"]] if isinstance(data.get("env"), str) else list(data.get("env") or envs)
+        algo, seeds, steps = data.get("algo", algo), str(data.get("seeds", seeds)), data.get("n", steps)
+        fixed = {**(data.get("set") or {}), **fixed}
+        grid = {**{k: list(v) if isinstance(v, list) else [v] for k, v in (data.get("set_grid") or {}).items()}, **grid}
+    if args.retries < 0:
+        raise QzooError("--retries must be >= 0")
+    runs = sweep.spec_of_request(envs, algo, seeds, steps, fixed, grid)
+
+    def progress(summary: dict, done: int, total: int) -> None:
+        best = summary.get("best") or {}
+        line = f"[{done}/{total}] {summary['name']}: {summary['status']}"
+        if best:
+            line += f", best {best['mean']:.1f} at env step {best['step']}"
+        print(line + (f" ({summary['seconds']} s)" if "seconds" in summary else ""), file=sys.stderr, flush=True)
+
+    result = sweep.run_sweep(runs, Path(args.out), args.address, args.retries, ["qzoo", *args.argv], progress,
+                             label_keys=list(grid))
+    _print(result, args.json, f"{result['runs']} runs in {args.out}: {result['ran']} ran now, {result['skipped']} "
+           f"already finished, {len(result['failed'])} failed" + "".join(f"\n  failed: {f}" for f in result["failed"]))
+    return 1 if result["failed"] else 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -475,7 +516,8 @@ def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> No
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "enjoy": cmd_enjoy, "info": cmd_info,
-            "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot, "record": cmd_record, "push": cmd_push}
+            "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot, "record": cmd_record, "push": cmd_push,
+            "sweep": cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

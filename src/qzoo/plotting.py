@@ -243,3 +243,16 @@ def iqm_table(runs: Sequence[RunData], label_keys: Sequence[str] = ()) -> str:
     for label, (point, low, high, scale) in iqm_by_label(runs, label_keys).items():
         lines.append(f"| {label} | {point:.3f} [{low:.3f}, {high:.3f}] | {scale} |")
     return "\n".join(lines) + "\n"
+
+
+def report(paths: Sequence[str | Path], out: Path, x: str = "steps", source: str = "eval", smooth: int = 1,
+           label_keys: Sequence[str] = (), formats: Sequence[str] = ("png", "svg")) -> tuple[list[RunData], list[Path], str]:
+    """``qzoo plot``'s whole output for the run folders at or below ``paths``: curves, the IQM figure and
+    ``scores.md`` (score table and IQM table) in ``out``. Returns the runs, the files written and the tables."""
+    runs = find_runs(paths)
+    files = plot_curves(runs, out, x, source, smooth, label_keys, formats)
+    files += plot_iqm(runs, out, label_keys, formats)
+    scores, iqm = score_table(runs, label_keys), iqm_table(runs, label_keys)
+    (out / "scores.md").write_text("# Final scores\n\n" + scores + "\n# IQM across envs\n\n" + iqm)
+    files.append(out / "scores.md")
+    return runs, files, scores + "\n" + iqm

@@ -1,0 +1,106 @@
+"""``qzoo sweep``: a grid of ordinary runs as Ray tasks into one resumable sweep folder.
+
+The cluster test runs tests/ray_sweep.py under ``unshare -n`` (only 127.0.0.1 exists there): a head and a second
+node, a grid of 4 short CartPole runs, one task killed mid-run and retried, then the same command again.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qzoo import sweep
+from qzoo.cli import main
+from qzoo.errors import QzooError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "ray_sweep.py"
+TINY = ["eval_freq=1000", "n_eval_episodes=2", "checkpoint_freq=500", "learning_starts=200", "torch_threads=1",
+        "log_interval=250"]
+
+
+def test_a_grid_expands_to_every_env_value_and_seed_with_distinct_names():
+    runs = sweep.expand(["CartPole-v1", "MinAtar/Breakout-v1"], "dqn", sweep.parse_seeds("0-1,5"),
+                        {"n_timesteps": 100}, sweep.parse_grid(["double_q=true,false"]))
+    assert len(runs) == 2 * 2 * 3 and len({run.name for run in runs}) == 12
+    assert runs[0] == sweep.RunSpec("dqn-CartPole-v1-double_q=true-s0", "CartPole-v1", "dqn",
+                                    {"n_timesteps": 100, "double_q": True, "seed": 0})
+    assert runs[-1].name == "dqn-MinAtar-Breakout-v1-double_q=false-s5" and runs[-1].overrides["double_q"] is False
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--seeds", "3-1"], "expected distinct seeds"),
+    (["--seeds", "x"], "expected seeds like"),
+    (["--set-grid", "double_q"], "expected KEY=VALUE"),
+    (["--set-grid", "no_such_key=1,2"], "no_such_key"),
+])
+def test_a_bad_grid_is_one_line_before_any_task(argv, fragment, tmp_path, capsys):
+    assert main(["sweep", "--env", "CartPole-v1", "--out", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("qzoo: error:") and fragment in err[0], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_folder_of_another_grid_is_refused(tmp_path):
+    first = sweep.expand(["CartPole-v1"], "dqn", [0], {}, {})
+    sweep.open_sweep(tmp_path / "s", first, None)
+    sweep.open_sweep(tmp_path / "s", first, None)  # the same grid again: a restart
+    with pytest.raises(QzooError, match="another sweep's grid"):
+        sweep.open_sweep(tmp_path / "s", sweep.expand(["CartPole-v1"], "dqn", [0, 1], {}, {}), None)
+
+
+def test_without_shared_storage_a_task_sends_its_run_folder_back_and_nothing_reaches_outside(tmp_path):
+    """train_one on a worker that cannot see the driver's folder (the marker does not match) trains in a folder
+    of its own and returns it zipped; unpack writes only inside the run's folder."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / sweep.MARKER_FILE).write_text("the driver's token")
+    spec = sweep.RunSpec("dqn-CartPole-v1-s0", "CartPole-v1", "dqn",
+                         {"n_timesteps": 600, "seed": 0, "eval_freq": 300, "n_eval_episodes": 1, "learning_starts": 100,
+                          "torch_threads": 1})
+    summary = sweep.train_one(spec.__dict__, str(out), "another node's view")
+    assert summary["status"] == "finished" and summary["steps"] == 600 and not (out / spec.name).exists()
+    sweep.unpack(summary["zip"], out / spec.name)
+    assert json.loads((out / spec.name / "run.json").read_text())["status"] == "finished"
+    assert (out / spec.name / "model.pt").is_file() and (out / spec.name / "checkpoints" / "best.pt").is_file()
+    import io
+    import zipfile
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../outside.txt", "no")
+    with pytest.raises(QzooError, match="outside its run folder"):
+        sweep.unpack(evil.getvalue(), out / "victim")
+    assert not (out / "outside.txt").exists()
+
+
+def test_a_sweep_on_a_two_node_loopback_cluster_survives_a_killed_task_and_resumes_only_what_is_missing(tmp_path):
+    out = tmp_path / "classic"
+    argv = ["sweep", "--env", "CartPole-v1", "--seeds", "0-1", "-n", "3000", "--set-grid", "double_q=true,false",
+            "--set", *TINY, "--retries", "3", "--out", str(out), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(SCRIPT),
+               json.dumps({"argv": argv, "kill_task_at": 1000})]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420, cwd=ROOT / "tests")
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report["codes"] == [0, 0] and len(report["killed"]) == 1 and report["nodes"] == 2, report
+    assert report["addresses"] == ["127.0.0.1"]  # loopback only
+    first, again = (json.loads(line) for line in lines[-3:-1])
+    assert first["ran"] == 4 and first["skipped"] == 0 and not first["failed"]
+    assert again["ran"] == 0 and again["skipped"] == 4  # the same command again runs nothing
+    names = sorted(p.name for p in out.iterdir() if (p / "run.json").is_file())
+    assert names == sorted(run.name for run in sweep.expand(["CartPole-v1"], "dqn", [0, 1], {},
+                                                             {"double_q": [True, False]}))
+    metas = [json.loads((out / name / "run.json").read_text()) for name in names]
+    assert all(meta["status"] == "finished" and meta["steps"] == 3000 for meta in metas)
+    resumed = [meta for meta in metas if meta.get("resumed")]
+    assert len(resumed) == 1, metas  # the killed task's run went on from its checkpoint, not from zero
+    for name in names:  # no duplicated or backwards rows after the resume
+        steps = [int(row.split(",")[0]) for row in (out / name / "train.csv").read_text().splitlines()[1:]]
+        assert steps == sorted(set(steps)) and steps[-1] == 3000
+    assert (out / "plots" / "scores.md").is_file() and "double_q=False" in (out / "plots" / "scores.md").read_text()

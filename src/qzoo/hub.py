@@ -176,7 +176,7 @@ def fetch(source: str, timeout: float | None = None) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    looks_local = (source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in (".pt", ".npz")
+    looks_local = (source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in (".pt", ".npz", ".zip")
                    or Path(source.split("/")[0]).is_dir())
     if looks_local:
         raise QzooError(f"not found: {source} (neither a local path nor a Hub repo id like user/name)")

@@ -374,6 +374,9 @@ def find_model(target: str | Path, best: bool = False) -> Path:
     for suffix in SUFFIXES if newest else ():
         if (newest / ("model" + suffix)).is_file():
             return newest / ("model" + suffix)
+    zips = [] if best else sorted(path.glob("*.zip"))
+    if len(zips) == 1:  # a Stable-Baselines3 model, as RL-Zoo pushes them: <algo>-<env id>.zip (qzoo.sb3)
+        return zips[0]
     names = " or ".join(name + ".*" for name in candidates)
     raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({names})")
 

@@ -44,13 +44,14 @@ class Plan:
         return agent
 
 
-def load_agent(target: str | Path, best: bool = False) -> tuple[Agent, Path]:
-    """The agent saved in a run folder, a pushed folder or a model file, and the model file it came from."""
+def load_agent(target: str | Path, best: bool = False, env_id: str | None = None) -> tuple[Agent, Path]:
+    """The agent saved in a run folder, a pushed folder or a model file (a Stable-Baselines3 zip too: ``env_id``
+    where it does not name its env), and the model file it came from."""
     from qzoo.algos import load_agent as load
     from qzoo.runs import find_model
 
     path = find_model(target, best)
-    return load(path), path
+    return load(path, env_id), path
 
 
 def prepare(
@@ -81,7 +82,7 @@ def prepare(
     if source:
         from qzoo.hub import fetch
 
-        source_agent, _ = load_agent(str(fetch(source, network_timeout)))
+        source_agent, _ = load_agent(str(fetch(source, network_timeout)), env_id=env_id)
         if env_id and env_id != source_agent.env_id:
             raise QzooError(f"--from holds a {source_agent.env_id} agent, not {env_id}")
         if algo != source_agent.algo and algo_given:

@@ -535,8 +535,10 @@ def resolve(
     env_kwargs: Mapping[str, Any] | None = None,
     algo: str = "dqn",
     presets: bool = True,
+    base: Mapping[str, Any] | None = None,
 ) -> tuple[Any, list[str]]:
-    """Resolve a run's config: defaults -> built-in presets -> ``-c FILE`` -> overrides -> ``env_kwargs``.
+    """Resolve a run's config: defaults -> built-in presets -> ``base`` (a ``--from`` source's own values, which
+    stand where presets would) -> ``-c FILE`` -> overrides -> ``env_kwargs``.
 
     Returns the config and notes for the user (which presets applied, keys that were ignored).
     """
@@ -553,6 +555,8 @@ def resolve(
             values.update(validate(translated, f"preset {prefix}{key}", schema))
             notes.append(f"preset: {prefix}{key}")
             notes += extra
+    if base:
+        values.update(validate(base, "the source's config", schema))
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():

@@ -100,12 +100,44 @@ def prepare(
         overrides["stop_reward"] = float(threshold)
     if source_agent is not None:
         # The source's hyperparameters stand where a preset would; -c and --set still come after.
-        config, notes = cfg.resolve(env_id, None, config_file, {**source_agent.config.to_dict(), **overrides},
-                                    env_kwargs, algo, presets=False)
-        notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps)")
+        config, notes = cfg.resolve(env_id, None, config_file, overrides, env_kwargs, algo, presets=False,
+                                    base=source_agent.config.to_dict())
+        config, fine_tuning = _fine_tuning(config, source_agent, env_id, config_file, overrides, env_kwargs, algo)
+        notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps){fine_tuning}")
     else:
         config, notes = cfg.resolve(env_id, family(env_id), config_file, overrides, env_kwargs, algo)
     return Plan(env_id, algo, config, notes, source_agent)
+
+
+def _fine_tuning(config: Any, source: Agent, env_id: str, config_file: str | None, overrides: Mapping[str, Any],
+                 env_kwargs: Mapping[str, Any] | None, algo: str) -> tuple[Any, str]:
+    """A ``--from`` run goes on from where its source stood, not from scratch (RL-Zoo's most-commented resume
+    complaint): epsilon starts at the source's final epsilon, and learning starts after one minibatch of
+    transitions (``batch_size``, at least ``n_step - 1``) instead of the preset's ``learning_starts`` again;
+    ``exploration_initial_eps`` or ``learning_starts`` set by the user (``-c`` or ``--set``) win. Returns the
+    config and the note's tail that says which applied."""
+    keys = [k for k in ("exploration_initial_eps", "learning_starts") if k in config.to_dict()]
+    # A key the user set comes out the same whatever the source held: resolve with two different source values.
+    probes = [cfg.resolve(env_id, None, config_file, overrides, env_kwargs, algo, presets=False,
+                          base={**config.to_dict(), **{k: v for k in keys}})[0] for v in (0, 1)]
+    user_set = {k for k in keys if getattr(probes[0], k) == getattr(probes[1], k)}
+    changes, said = {}, []
+    if "exploration_initial_eps" in keys:
+        if "exploration_initial_eps" in user_set:
+            said.append(f"exploring from epsilon {config.exploration_initial_eps:g} (your exploration_initial_eps)")
+        else:
+            changes["exploration_initial_eps"] = round(float(source.exploration_rate()), 6)
+            said.append(f"exploring from epsilon {changes['exploration_initial_eps']:g}, the source's final "
+                        f"(set exploration_initial_eps to change)")
+    if "learning_starts" in keys:
+        if "learning_starts" in user_set:
+            said.append(f"learning_starts {config.learning_starts} (yours)")
+        else:
+            changes["learning_starts"] = max(config.batch_size, config.n_step - 1)
+            said.append(f"learning_starts {changes['learning_starts']}: one minibatch, not the source's "
+                        f"{config.learning_starts} again (set learning_starts to wait longer)")
+    config = cfg.replace(config, "--from", **changes) if changes else config
+    return config, "; " + "; ".join(said) if said else ""
 
 
 def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Path = "runs",

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trust-checkpoint", action="store_true",
                        help="with --resume: accept a checkpoint not signed with your key (~/.config/qzoo/checkpoint."
                             "key), e.g. copied from another machine or user; its env.pkl is a pickle, which runs code")
+    train.add_argument("--zoo-compatible", action="store_true",
+                       help="Stable-Baselines3's DQN exactly where qzoo's defaults differ: double_q=false (plain DQN "
+                            "target), precision=float32; -c and --set still win")
     train.add_argument("--deterministic", action="store_true",
                        help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
@@ -151,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="give the upload up after this long (default: $QZOO_NETWORK_TIMEOUT, else 300)")
     push.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the card (default 10)")
     push.add_argument("--seed", type=int, default=0)
+    push.add_argument("--epsilon", type=float,
+                      help="random-action probability of the card's evaluation and video (default: the run's "
+                           "eval_epsilon, 0.05 for Atari presets, else 0); the card states it")
     push.add_argument("--no-video", action="store_true")
     push.add_argument("--best", action="store_true")
     push.add_argument("--json", action="store_true")
@@ -177,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("--env", args.env), ("-n", args.steps is not None), ("--seed", args.seed is not None),
             ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set), ("--env-kwargs", args.env_kwargs),
             ("--until-solved", args.until_solved), ("--deterministic", args.deterministic),
-            ("--dry-run", args.dry_run), ("--from", args.source)] if given]
+            ("--dry-run", args.dry_run), ("--from", args.source),
+            ("--zoo-compatible", args.zoo_compatible)] if given]
         if changes:
             raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
         run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint)
@@ -187,6 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = cfg.parse_assignments(args.set, "--set")
         overrides.update({key: value for key, value in (("n_timesteps", args.steps), ("seed", args.seed))
                           if value is not None})
+        if args.zoo_compatible:
+            overrides = {**cfg.zoo_compatible(args.algo), **overrides}
         plan = training.prepare(args.env, args.algo, args.config, overrides,
                                 cfg.parse_assignments(args.env_kwargs, "--env-kwargs"), source=args.source,
                                 algo_given="--algo" in args.argv, until_solved=args.until_solved,
@@ -454,11 +463,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.out:
         with _writer_lock(Path(args.out), args.argv):
             result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video,
-                                  args.repo_id)
+                                  args.repo_id, args.epsilon)
         _print(result, args.json, f"wrote {args.out}: mean {result['mean']:.2f} +/- {result['std']:.2f}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="qzoo-push-")) / "hub"
-    result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
+    result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id,
+                          args.epsilon)
     result["url"] = upload(folder, args.repo_id, token, args.network_timeout)  # a failed upload keeps the folder and names it
     shutil.rmtree(folder.parent)
     _print(result, args.json, f"uploaded to {result['url']}")

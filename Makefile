@@ -26,9 +26,9 @@ demo: install
 test: install postgres $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-# The tests also run the optional envpool extra (vec_env: envpool) and sb3 (SB3 zips in and out), which make demo does not need.
+# The tests also run the optional envpool extra (vec_env: envpool) sb3 (SB3 zips in and out) and wandb (--track, offline), which make demo does not need.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,envpool,sb3]'
+	$(BIN)/python -m pip install --quiet -e '.[test,envpool,sb3,wandb]'
 	touch $(TEST_STAMP)
 
 # The distributed-tuning test starts its own PostgreSQL server; install Debian's where it is missing.

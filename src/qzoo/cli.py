@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trust-checkpoint", action="store_true",
                        help="with --resume: accept a checkpoint not signed with your key (~/.config/qzoo/checkpoint."
                             "key), e.g. copied from another machine or user; its env.pkl is a pickle, which runs code")
+    train.add_argument("--track", action="store_true",
+                       help="also send config, metrics, evaluations and the final model to Weights & Biases "
+                            "(the wandb extra; WANDB_MODE=offline works without network); TensorBoard stays")
+    train.add_argument("--wandb-project", default="qzoo", help="W&B project of --track (default qzoo)")
+    train.add_argument("--wandb-entity", help="W&B user or team of --track (default: your default entity)")
     train.add_argument("--zoo-compatible", action="store_true",
                        help="Stable-Baselines3's DQN exactly where qzoo's defaults differ: double_q=false (plain DQN "
                             "target), precision=float32; -c and --set still win")
@@ -184,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set), ("--env-kwargs", args.env_kwargs),
             ("--until-solved", args.until_solved), ("--deterministic", args.deterministic),
             ("--dry-run", args.dry_run), ("--from", args.source),
-            ("--zoo-compatible", args.zoo_compatible)] if given]
+            ("--zoo-compatible", args.zoo_compatible), ("--track", args.track)] if given]
         if changes:
             raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
         run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint)
@@ -207,7 +212,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             _print({"env_id": plan.env_id, "algo": plan.algo, "config": plan.config.to_dict(), "notes": plan.notes,
                     **agent.describe()}, args.json)
             return 0
-        run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress)
+        track = None
+        if args.track:
+            from qzoo.tracking import TrackSpec
+
+            track = TrackSpec(args.wandb_project, args.wandb_entity)
+        run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress,
+                             track=track)
         _print_notes(plan.notes, args.json)
     result = run.learn()
     _print(result.report, args.json,

@@ -141,19 +141,33 @@ def _fine_tuning(config: Any, source: Agent, env_id: str, config_file: str | Non
 
 
 def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Path = "runs",
-          argv: list[str] | None = None, progress: bool | None = None) -> "Run":
+          argv: list[str] | None = None, progress: bool | None = None, track: Any = None) -> "Run":
     """Build the plan's agent, check its replay memory fits, and open a new run folder for it.
 
     ``run_dir`` defaults to ``runs_root/<algo>-<env>-s<seed>-<time>``; ``argv`` is the command recorded in
-    run.json; ``progress``: a progress bar (None: only on a terminal).
+    run.json; ``progress``: a progress bar (None: only on a terminal); ``track``: a ``tracking.TrackSpec`` to
+    send the run to Weights & Biases too.
     """
     from qzoo.buffer import check_fits
     from qzoo.runs import RunRecorder, default_run_dir
 
     agent = plan.build_agent()
     check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
+    if track is not None:  # W&B installed? before the run folder exists
+        from qzoo.tracking import require_wandb
+
+        require_wandb()
     run_dir = Path(run_dir) if run_dir else default_run_dir(runs_root, plan.algo, plan.env_id, plan.config.seed)
-    return Run(agent, RunRecorder(run_dir, agent, argv, plan.notes, progress=progress), run_dir)
+    recorder = RunRecorder(run_dir, agent, argv, plan.notes, progress=progress)
+    if track is not None:  # ``tracking.TrackSpec``: the same reports also go to Weights & Biases
+        from qzoo.tracking import TrackedRecorder
+
+        try:
+            recorder = TrackedRecorder(recorder, agent, run_dir, track, argv)
+        except BaseException:
+            recorder.fail(agent, "--track: W&B could not start")
+            raise
+    return Run(agent, recorder, run_dir)
 
 
 def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None,

@@ -136,6 +136,10 @@ def test_an_sb3_cnn_dqn_on_atari_reads_into_qzoo_and_a_qzoo_atari_run_exports(tm
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
+    import ale_py
+    import gymnasium
+
+    gymnasium.register_envs(ale_py)  # the NoFrameskip-v4 ids, whichever test runs first
     env = VecFrameStack(make_atari_env(ATARI, n_envs=1, seed=0), n_stack=4)  # channels last, (1, 84, 84, 4)
     model = sb3.DQN("CnnPolicy", env, learning_starts=100, buffer_size=1_000, train_freq=4, seed=0, device="cpu")
     model.learn(300)

@@ -26,9 +26,10 @@ demo: install
 test: install postgres $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-# The tests also run the optional envpool and ray extras (vec_env: envpool; actors > 0), which make demo does not need.
+# The tests also run the optional extras make demo does not need: envpool (vec_env: envpool), ray (actors > 0,
+# qzoo sweep), sb3 (SB3 zips in and out) and wandb (--track, offline).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,envpool,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,envpool,ray,sb3,wandb]'
 	touch $(TEST_STAMP)
 
 # The distributed-tuning test starts its own PostgreSQL server; install Debian's where it is missing.

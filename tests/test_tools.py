@@ -52,6 +52,10 @@ def test_tune_runs_its_trials_writes_a_best_preset_that_trains_and_continues_the
     assert summary["n_trials"] == 3 and summary["trials_run"] == [0, 1, 2]
     assert (out / "study.db").is_file() and (out / "trials.csv").is_file()
     assert "| rank | trial | value |" in (out / "report.md").read_text()
+    trials = (out / "trials.csv").read_text().splitlines()  # Optuna's study.trials_dataframe()
+    assert trials[0].startswith("number,value,datetime_start") and len(trials) == 4
+    for figure in ("optimization_history.png", "param_importances.png"):  # Optuna's own plots
+        assert cv2.imread(str(out / figure)) is not None, figure
     best = yaml.safe_load((out / "best_params.yml").read_text())["CartPole-v1"]
     assert best == summary["best"]["hyperparameters"]
 

@@ -24,16 +24,33 @@ def agent_class(algo: str):
     raise QzooError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGOS)}")
 
 
-def load_agent(path: str | Path) -> Any:
-    """A saved agent of any algorithm, told apart by its file: .npz is a Q-table, anything else DQN."""
+def load_agent(path: str | Path, env_id: str | None = None) -> Any:
+    """A saved agent of any algorithm, told apart by its file: .npz is a Q-table, a zip a Stable-Baselines3 DQN
+    (``qzoo.sb3``; ``env_id`` where the zip does not name its env), anything else DQN. ``env_id`` given for a qzoo
+    file must be the one it was trained on."""
     path = Path(path)
     try:
         if path.suffix == ".npz":
-            return agent_class("qlearning").load(path)
-        # device auto: a model trained on a GPU evaluates on a machine without one.
-        return agent_class("dqn").load(path, device="auto")
+            agent = agent_class("qlearning").load(path)
+        elif path.suffix == ".zip" or is_sb3_zip(path):
+            from qzoo import sb3
+
+            return sb3.load(path, env_id)
+        else:
+            # device auto: a model trained on a GPU evaluates on a machine without one.
+            agent = agent_class("dqn").load(path, device="auto")
     except UNFIT_MODEL_ERRORS as exc:
         raise unfit_model(path, exc) from None
+    if env_id and env_id != agent.env_id:
+        raise QzooError(f"{path} holds a {agent.env_id} agent, not {env_id}")
+    return agent
+
+
+def is_sb3_zip(path: Path) -> bool:
+    """A zip, told by its first bytes (SB3's format; qzoo's .pt files are zips too, so only without .pt)."""
+    import zipfile
+
+    return path.suffix != ".pt" and path.is_file() and zipfile.is_zipfile(path)
 
 
 # What loading a model file whose contents do not fit its own config raises (weights of another net_arch: a

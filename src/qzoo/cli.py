@@ -59,14 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", metavar="RAY_ADDRESS",
                        help="with --set actors=N: the Ray cluster to join (auto: the one this machine belongs to, as "
                             "inside `ray job submit`); default: a throwaway local Ray on 127.0.0.1")
+    train.add_argument("--track", action="store_true",
+                       help="also send config, metrics, evaluations and the final model to Weights & Biases "
+                            "(the wandb extra; WANDB_MODE=offline works without network); TensorBoard stays")
+    train.add_argument("--wandb-project", default="qzoo", help="W&B project of --track (default qzoo)")
+    train.add_argument("--wandb-entity", help="W&B user or team of --track (default: your default entity)")
+    train.add_argument("--zoo-compatible", action="store_true",
+                       help="Stable-Baselines3's DQN exactly where qzoo's defaults differ: double_q=false (plain DQN "
+                            "target), precision=float32; -c and --set still win")
     train.add_argument("--deterministic", action="store_true",
                        help="bit-exact DQN runs: device cpu, torch_threads 1 unless set, deterministic torch kernels")
 
     # One epsilon rule for evaluate, record and enjoy (docs/departures.md, Evaluation).
     epsilon_help = ("random-action probability, in [0, 1] (default: the run's eval_epsilon, 0.05 for Atari "
                     "presets, as in Mnih et al. 2015, else 0); evaluate, record and enjoy play the same episodes")
+    sb3_env_help = "env id of a Stable-Baselines3 zip that does not name it (RL-Zoo's dqn-ENV.zip names it)"
     evaluate = sub.add_parser("evaluate", help="evaluate a trained agent on full episodes")
     evaluate.add_argument("run", help="run folder or model file")
+    evaluate.add_argument("--env", help=sb3_env_help)
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
     evaluate.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i (default 0)")
     evaluate.add_argument("--epsilon", type=float, help=epsilon_help)
@@ -77,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Watch the episodes `qzoo evaluate` scores: episode i from seed + i, "
                                        "epsilon-greedy with the run's eval_epsilon unless --epsilon.")
     enjoy.add_argument("run", help="run folder or model file")
+    enjoy.add_argument("--env", help=sb3_env_help)
     enjoy.add_argument("--episodes", type=int, default=1)
     enjoy.add_argument("--seed", type=int, default=0)
     enjoy.add_argument("--max-steps", type=int, default=5_000,
@@ -90,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="what a run folder holds")
     info.add_argument("run", help="run folder or model file")
+    info.add_argument("--env", help=sb3_env_help)
     info.add_argument("--json", action="store_true")
 
     presets = sub.add_parser("presets", help="list the built-in presets and the hyperparameters")
@@ -129,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="an mp4 (and GIF) of full evaluation episodes in colour")
     record.add_argument("run", help="run folder, pushed folder or model file")
+    record.add_argument("--env", help=sb3_env_help)
     record.add_argument("--episodes", type=int, default=1)
     record.add_argument("--seed", type=int, default=0)
     record.add_argument("--out", help="mp4 path (default: RUN/videos/<env>.mp4)")
@@ -157,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = sub.add_parser("push", help="a Hugging Face Hub folder (model card, model, results, video); upload it")
     push.add_argument("run", help="run folder or model file")
+    push.add_argument("--env", help=sb3_env_help)
     push.add_argument("--out", help="write the folder here and upload nothing")
     push.add_argument("--repo-id", help="Hub repository, user/name (uploads; needs a login, HF_TOKEN or --token)")
     push.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN, else the `huggingface-cli login` one)")
@@ -164,9 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="give the upload up after this long (default: $QZOO_NETWORK_TIMEOUT, else 300)")
     push.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the card (default 10)")
     push.add_argument("--seed", type=int, default=0)
+    push.add_argument("--epsilon", type=float,
+                      help="random-action probability of the card's evaluation and video (default: the run's "
+                           "eval_epsilon, 0.05 for Atari presets, else 0); the card states it")
     push.add_argument("--no-video", action="store_true")
     push.add_argument("--best", action="store_true")
     push.add_argument("--json", action="store_true")
+    export = sub.add_parser("export", help="write a run's agent in another library's format")
+    export.add_argument("run", help="run folder or model file")
+    export.add_argument("--format", choices=["sb3"], required=True,
+                        help="sb3: a Stable-Baselines3 DQN zip (plain DQN heads; needs the sb3 extra)")
+    export.add_argument("--out", required=True, help="file to write, e.g. model.zip")
+    export.add_argument("--best", action="store_true")
+    export.add_argument("--env", help=sb3_env_help)
     return parser
 
 
@@ -183,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("--env", args.env), ("-n", args.steps is not None), ("--seed", args.seed is not None),
             ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set), ("--env-kwargs", args.env_kwargs),
             ("--until-solved", args.until_solved), ("--deterministic", args.deterministic),
-            ("--dry-run", args.dry_run), ("--from", args.source)] if given]
+            ("--dry-run", args.dry_run), ("--from", args.source),
+            ("--zoo-compatible", args.zoo_compatible), ("--track", args.track)] if given]
         if changes:
             raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
         run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint)
@@ -193,6 +218,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = cfg.parse_assignments(args.set, "--set")
         overrides.update({key: value for key, value in (("n_timesteps", args.steps), ("seed", args.seed))
                           if value is not None})
+        if args.zoo_compatible:
+            overrides = {**cfg.zoo_compatible(args.algo), **overrides}
         plan = training.prepare(args.env, args.algo, args.config, overrides,
                                 cfg.parse_assignments(args.env_kwargs, "--env-kwargs"), source=args.source,
                                 algo_given="--algo" in args.argv, until_solved=args.until_solved,
@@ -206,7 +233,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         if args.address and not training.distributed(plan.config):
             raise QzooError("--address joins a Ray cluster for a distributed run: add --set actors=N")
-        run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress)
+        track = None
+        if args.track:
+            from qzoo.tracking import TrackSpec
+
+            track = TrackSpec(args.wandb_project, args.wandb_entity)
+        run = training.start(plan, args.run_dir, runs_root=args.runs_root, argv=args.argv, progress=progress,
+                             track=track)
         _print_notes(plan.notes, args.json)
     run.address = args.address  # a distributed run's Ray cluster; a resumed single-process run ignores it
     result = run.learn()
@@ -230,10 +263,10 @@ def _writer_lock(out: Path | None, argv: list[str]):
     return contextlib.nullcontext()
 
 
-def _load_agent(target: str, best: bool = False):
+def _load_agent(target: str, best: bool = False, env_id: str | None = None):
     from qzoo.training import load_agent
 
-    return load_agent(target, best)
+    return load_agent(target, best, env_id)
 
 
 def _check_playing(args: argparse.Namespace) -> None:
@@ -250,7 +283,7 @@ def _check_playing(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_playing(args)
-    agent, path = _load_agent(args.run, args.best)
+    agent, path = _load_agent(args.run, args.best, env_id=args.env)
     stats = agent.evaluate(args.episodes, seed=args.seed, epsilon=args.epsilon)
     report = {"env_id": agent.env_id, "model": str(path), "steps": agent.num_timesteps, **stats.to_dict()}
     _print(report, args.json,
@@ -266,7 +299,7 @@ def cmd_enjoy(args: argparse.Namespace) -> int:
     _check_playing(args)
     if args.max_steps < 1:
         raise QzooError("--max-steps must be >= 1")
-    agent, path = _load_agent(args.run, args.best)
+    agent, path = _load_agent(args.run, args.best, env_id=args.env)
     epsilon = agent.config.eval_epsilon if args.epsilon is None else args.epsilon
     mode = args.render
     if mode == "auto":
@@ -320,7 +353,7 @@ def _enjoy(args: argparse.Namespace, agent, env, epsilon: float, mode: str, fram
 def cmd_info(args: argparse.Namespace) -> int:
     from qzoo.runs import read_meta
 
-    agent, path = _load_agent(args.run)
+    agent, path = _load_agent(args.run, env_id=args.env)
     run_dir = Path(args.run) if Path(args.run).is_dir() else None
     meta = read_meta(run_dir) if run_dir else {}
     report = {
@@ -427,7 +460,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     _check_playing(args)
     if args.fps < 1 or args.max_steps < 1:
         raise QzooError("--fps and --max-steps must be >= 1")
-    agent, path = _load_agent(args.run, args.best)
+    agent, path = _load_agent(args.run, args.best, env_id=args.env)
     out = Path(args.out) if args.out else run_dir_of(path) / "videos" / f"{agent.env_id.replace('/', '-')}.mp4"
     if out.suffix != ".mp4":
         raise QzooError(f"--out must name an .mp4 file, got {out}")
@@ -484,18 +517,32 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not args.out and not token:
         raise QzooError("no Hugging Face token: run `huggingface-cli login`, set HF_TOKEN or pass --token, "
                         "or write the folder only with --out")
-    agent, path = _load_agent(args.run, args.best)
+    agent, path = _load_agent(args.run, args.best, env_id=args.env)
     if args.out:
         with _writer_lock(Path(args.out), args.argv):
             result = build_folder(agent, path, Path(args.out), args.episodes, args.seed, not args.no_video,
-                                  args.repo_id)
+                                  args.repo_id, args.epsilon)
         _print(result, args.json, f"wrote {args.out}: mean {result['mean']:.2f} +/- {result['std']:.2f}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="qzoo-push-")) / "hub"
-    result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id)
+    result = build_folder(agent, path, folder, args.episodes, args.seed, not args.no_video, args.repo_id,
+                          args.epsilon)
     result["url"] = upload(folder, args.repo_id, token, args.network_timeout)  # a failed upload keeps the folder and names it
     shutil.rmtree(folder.parent)
     _print(result, args.json, f"uploaded to {result['url']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from qzoo import sb3
+
+    agent, path = _load_agent(args.run, args.best, env_id=args.env)
+    try:
+        out = sb3.export(agent, args.out)
+    finally:
+        agent.close()
+    _print({"model": str(path), "format": args.format, "out": str(out)}, False,
+           f"wrote {out} (Stable-Baselines3 DQN {sb3.sb3_layout(agent)[0]}, {agent.env_id})")
     return 0
 
 
@@ -517,7 +564,7 @@ def _print(report: dict[str, Any], as_json: bool, line: str | None = None) -> No
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "enjoy": cmd_enjoy, "info": cmd_info,
             "presets": cmd_presets, "tune": cmd_tune, "plot": cmd_plot, "record": cmd_record, "push": cmd_push,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

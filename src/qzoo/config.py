@@ -452,6 +452,23 @@ def replace(config: Any, source: str = "config", **overrides: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- RL-Zoo format
 
+# Where qzoo's DQN defaults differ from Stable-Baselines3's DQN (stable_baselines3/dqn/dqn.py, 2.9.2): every other
+# default is the same (learning_rate 1e-4, buffer_size 1e6, learning_starts 100, batch_size 32, tau 1, gamma 0.99,
+# train_freq 4, gradient_steps 1, target_update_interval 1e4, exploration 0.1 / 1.0 / 0.05, max_grad_norm 10,
+# smooth L1 (Huber) loss, Adam with eps 1e-8, MLP [64, 64], NatureCNN with 512 features).
+ZOO_COMPATIBLE = {
+    "double_q": False,  # SB3's DQN target is max_a Q_target(s', a) (Mnih 2015), not Double DQN
+    "precision": "float32",  # SB3 computes in float32; qzoo's auto uses bfloat16 for the CNN where native
+}
+
+
+def zoo_compatible(algo: str = "dqn") -> dict[str, Any]:
+    """``qzoo train --zoo-compatible``: the values that give Stable-Baselines3's DQN where qzoo's defaults differ."""
+    if algo != "dqn":
+        raise QzooError("--zoo-compatible gives Stable-Baselines3's DQN; it goes with --algo dqn")
+    return dict(ZOO_COMPATIBLE)
+
+
 
 def _parse_policy_kwargs(text: str, source: str) -> dict[str, Any]:
     """Read RL-Zoo's ``"dict(net_arch=[256, 256])"`` without eval: only literal keyword arguments."""
@@ -493,6 +510,8 @@ def translate_rlzoo(
             if len(value) != 2 or value[1] != "step":
                 raise QzooError(f"{source}: train_freq must count env steps, got {value!r}")
             out["train_freq"] = value[0]
+        elif key == "n_steps" and "n_step" in fields:  # SB3's DQN name for n-step returns
+            out["n_step"] = value
         elif key in _RLZOO_IGNORED:
             notes.append(f"{source}: ignored {key} ({_RLZOO_IGNORED[key]})")
         else:
@@ -565,8 +584,10 @@ def resolve(
     env_kwargs: Mapping[str, Any] | None = None,
     algo: str = "dqn",
     presets: bool = True,
+    base: Mapping[str, Any] | None = None,
 ) -> tuple[Any, list[str]]:
-    """Resolve a run's config: defaults -> built-in presets -> ``-c FILE`` -> overrides -> ``env_kwargs``.
+    """Resolve a run's config: defaults -> built-in presets -> ``base`` (a ``--from`` source's own values, which
+    stand where presets would) -> ``-c FILE`` -> overrides -> ``env_kwargs``.
 
     Returns the config and notes for the user (which presets applied, keys that were ignored).
     """
@@ -583,6 +604,8 @@ def resolve(
             values.update(validate(translated, f"preset {prefix}{key}", schema))
             notes.append(f"preset: {prefix}{key}")
             notes += extra
+    if base:
+        values.update(validate(base, "the source's config", schema))
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -606,6 +629,10 @@ def resolve(
         translated, extra = translate_rlzoo(data, source, schema)
         values.update(validate(translated, source, schema))
         notes += extra
+        if algo == "dqn" and not base and "double_q" not in translated and "double_q" not in (overrides or {}):
+            # The same file under RL-Zoo runs SB3's plain DQN (issue 15): say so rather than differ silently.
+            notes.append(f"{config_file}: qzoo runs Double DQN by default (double_q: true) where Stable-Baselines3 "
+                         f"runs plain DQN; --set double_q=false (or --zoo-compatible) gives SB3's DQN")
     if overrides:
         translated, extra = translate_rlzoo(overrides, "--set", schema)
         values.update(validate(translated, "--set", schema))

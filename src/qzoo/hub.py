@@ -23,23 +23,37 @@ from qzoo.evaluation import EvalStats
 ALGO_NAMES = {"dqn": "DQN", "qlearning": "Q-Learning"}
 
 
+def course_env_name(env_id: str, env_kwargs: dict[str, Any] | None) -> str:
+    """The env's name as the Deep RL course's push_to_hub writes it: ``FrozenLake-v1-4x4-no_slippery``
+    (the map name, then ``no_slippery`` when ``is_slippery`` is false); other envs keep their id."""
+    from qzoo.envs import env_spec
+
+    kwargs = {**(env_spec(env_id).kwargs or {}), **(env_kwargs or {})}
+    name = env_id
+    if kwargs.get("map_name"):
+        name += f"-{kwargs['map_name']}"
+    if kwargs.get("is_slippery", True) is False:
+        name += "-no_slippery"
+    return name
+
+
 def model_card(env_id: str, algo: str, stats: EvalStats, config: dict[str, Any], repo_id: str | None,
-               video: str | None) -> str:
-    """README.md with the Hub's YAML front matter (model-index) and a short usage section."""
+               video: str | None, epsilon: float | None = None) -> str:
+    """README.md: front matter from huggingface_hub's own ``ModelCardData`` / ``EvalResult`` (the ``model-index``
+    the leaderboards read: metric ``mean_reward``, value "mean +/- std"), then a short usage section. Tabular
+    agents are named as the course names them (``course_env_name``, tag ``q-learning``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     name = ALGO_NAMES.get(algo, algo)
-    metadata = {
-        "library_name": "qzoo",
-        "tags": [env_id, "reinforcement-learning", "deep-reinforcement-learning", "qzoo", algo],
-        "model-index": [{
-            "name": name,
-            "results": [{
-                "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
-                "dataset": {"name": env_id, "type": env_id},
-                "metrics": [{"type": "mean_reward", "value": f"{stats.mean:.2f} +/- {stats.std:.2f}",
-                             "name": "mean_reward", "verified": False}],
-            }],
-        }],
-    }
+    tabular = algo == "qlearning"
+    dataset = course_env_name(env_id, config.get("env_kwargs")) if tabular else env_id
+    tags = [dataset, "q-learning", "reinforcement-learning", "custom-implementation", "qzoo"] if tabular else \
+        [env_id, "reinforcement-learning", "deep-reinforcement-learning", "qzoo", algo]
+    metadata = ModelCardData(library_name="qzoo", tags=tags, model_name=name, eval_results=[EvalResult(
+        task_type="reinforcement-learning", task_name="reinforcement-learning", dataset_type=dataset,
+        dataset_name=dataset, metric_type="mean_reward", metric_name="mean_reward",
+        metric_value=f"{stats.mean:.2f} +/- {stats.std:.2f}", verified=False)])
+    policy = f"epsilon-greedy with epsilon {epsilon:g}" if epsilon is not None else "greedy"
     where = repo_id or "<this folder>"
     hyperparameters = "\n".join(f"| {k} | {v} |" for k, v in config.items())
     replay = f"\n![replay]({video})\n" if video else ""
@@ -47,7 +61,7 @@ def model_card(env_id: str, algo: str, stats: EvalStats, config: dict[str, Any],
 
 A {name} agent trained with [qzoo](https://pypi.org/project/qzoo/) on `{env_id}`.
 Evaluation: mean return {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} episodes
-(result = mean - std = {stats.result:.2f}).
+(result = mean - std = {stats.result:.2f}), playing {policy} (`qzoo push --epsilon`).
 {replay}
 ## Use
 
@@ -62,7 +76,7 @@ qzoo train --from {where}        # keep training from these weights
 |---|---|
 {hyperparameters}
 """
-    return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n\n" + body
+    return "---\n" + metadata.to_yaml() + "\n---\n\n" + body
 
 
 def parse_model_card(text: str) -> dict[str, Any]:
@@ -76,8 +90,9 @@ def parse_model_card(text: str) -> dict[str, Any]:
 
 
 def build_folder(agent, model_path: Path, out: Path, episodes: int, seed: int, video: bool,
-                 repo_id: str | None = None) -> dict[str, Any]:
-    """Write the Hub folder for ``agent`` (loaded from ``model_path``) into a new or empty ``out``."""
+                 repo_id: str | None = None, epsilon: float | None = None) -> dict[str, Any]:
+    """Write the Hub folder for ``agent`` (loaded from ``model_path``) into a new or empty ``out``; the card's
+    evaluation plays with ``epsilon`` (default: the agent's ``eval_epsilon``), which the card states."""
     from qzoo.runs import MODEL_FILE, write_config
 
     if out.exists() and any(out.iterdir()):
@@ -85,18 +100,19 @@ def build_folder(agent, model_path: Path, out: Path, episodes: int, seed: int, v
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, out / (MODEL_FILE + agent.file_suffix))
     write_config(out / "config.yml", agent.env_id, agent.config.to_dict())
-    stats = agent.evaluate(episodes, seed=seed)
+    epsilon = agent.config.eval_epsilon if epsilon is None else epsilon
+    stats = agent.evaluate(episodes, seed=seed, epsilon=epsilon)
     results = {"env_id": agent.env_id, "algo": agent.algo, "seed": seed, "steps": agent.num_timesteps,
-               **stats.to_dict()}
+               "epsilon": epsilon, **stats.to_dict()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     video_name = None
     if video:
         from qzoo.video import record
 
-        record(agent, out / "replay.mp4", episodes=1, seed=seed)
+        record(agent, out / "replay.mp4", episodes=1, seed=seed, epsilon=epsilon)
         video_name = "replay.mp4"
     (out / "README.md").write_text(model_card(agent.env_id, agent.algo, stats, agent.config.to_dict(), repo_id,
-                                              video_name))
+                                              video_name, epsilon))
     return {"folder": str(out), **results}
 
 
@@ -176,7 +192,7 @@ def fetch(source: str, timeout: float | None = None) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    looks_local = (source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in (".pt", ".npz")
+    looks_local = (source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in (".pt", ".npz", ".zip")
                    or Path(source.split("/")[0]).is_dir())
     if looks_local:
         raise QzooError(f"not found: {source} (neither a local path nor a Hub repo id like user/name)")
@@ -187,4 +203,13 @@ def fetch(source: str, timeout: float | None = None) -> Path:
         return Path(with_timeout(lambda: snapshot_download(repo_id=source), seconds, f"download of {source}"))
     except Exception as exc:
         reason = f": {exc}" if isinstance(exc, TimeoutError) else ""
+        if type(exc).__name__ in OFFLINE_ERRORS:  # no network, HF_HUB_OFFLINE, and the repo not in the cache
+            raise QzooError(f"cannot download {source}: the Hub cannot be reached and it is not in the local cache "
+                            f"({type(exc).__name__}); connect, or pass a local folder or model file") from None
         raise QzooError(f"cannot download {source} from the Hub: {type(exc).__name__}{reason}") from None
+
+
+# What huggingface_hub raises when it cannot reach the Hub and the files are not cached (told apart by name:
+# their modules moved between huggingface_hub versions).
+OFFLINE_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectTimeout",
+                  "ConnectError")

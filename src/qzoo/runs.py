@@ -233,6 +233,10 @@ class RunRecorder:
         self.bar = tqdm(total=agent.config.n_timesteps, initial=agent.num_timesteps, unit="step", disable=disable,
                         dynamic_ncols=True, file=sys.stderr)
         self._recent: list[float] = list(run_state.get("recent", []))
+        # Progress anywhere: where stdout is not a terminal (`> train.log`, nohup, a notebook, CI), plain lines.
+        self.progress_lines = progress is None and not sys.stdout.isatty()
+        self.progress_seconds = float(os.environ.get("QZOO_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        self._last_line: float | None = None
 
     def _elapsed(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -259,8 +263,29 @@ class RunRecorder:
             postfix["return"] = f"{sum(self._recent) / len(self._recent):.1f}"
         self.bar.set_postfix(postfix, refresh=True)
 
+        self._progress_line(agent, metrics)
+
+    def _progress_line(self, agent, metrics: dict[str, float]) -> None:
+        """One plain line on stdout every log_interval env steps or every ``progress_seconds``, whichever comes
+        later (the first at the first log_interval), where the bar cannot show."""
+        now = time.perf_counter()
+        if not self.progress_lines or self._last_line is not None and now - self._last_line < self.progress_seconds:
+            return
+        self._last_line = now
+        step, horizon, sps = agent.num_timesteps, max(agent.horizon, 1), metrics["steps_per_second"]
+        eta = (horizon - step) / sps if sps > 0 else float("inf")
+        parts = [f"step {step:,}/{horizon:,} ({100 * step / horizon:.0f}%)", f"{sps:.0f} steps/s",
+                 f"ETA {_duration(eta)}",
+                 f"return {sum(self._recent) / len(self._recent):.2f} (last {len(self._recent)})" if self._recent
+                 else "return -", f"eps {metrics['epsilon']:.3f}",
+                 f"loss {metrics['loss']:.4g}" if "loss" in metrics else "loss -"]
+        print(" | ".join(parts), flush=True)
+
     def on_evaluation(self, agent, stats: EvalStats, improved: bool) -> None:
         step = agent.num_timesteps
+        if self.progress_lines:
+            print(f"eval at step {step:,}: mean {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} "
+                  f"episodes{' (new best)' if improved else ''}", flush=True)
         self.evals.write({"step": step, "episodes": len(stats.returns), "mean": stats.mean, "std": stats.std,
                           "result": stats.result, "time": self._elapsed()})
         self.tb.add_scalar("eval/mean_return", stats.mean, step)
@@ -345,6 +370,18 @@ class RunRecorder:
         self.lock.release()
 
 
+PROGRESS_SECONDS = 30.0  # the shortest gap between two progress lines ($QZOO_PROGRESS_SECONDS)
+
+
+def _duration(seconds: float) -> str:
+    """``3h02m``, ``4m05s``, ``12s`` or ``?``."""
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+
+
 def _cut_back(run_dir: Path, csv_bytes: dict[str, int]) -> None:
     """Cut each CSV back to its size at the checkpoint; checks them all before changing any.
 
@@ -384,6 +421,9 @@ def find_model(target: str | Path, best: bool = False) -> Path:
     for suffix in SUFFIXES if newest else ():
         if (newest / ("model" + suffix)).is_file():
             return newest / ("model" + suffix)
+    zips = [] if best else sorted(path.glob("*.zip"))
+    if len(zips) == 1:  # a Stable-Baselines3 model, as RL-Zoo pushes them: <algo>-<env id>.zip (qzoo.sb3)
+        return zips[0]
     names = " or ".join(name + ".*" for name in candidates)
     raise QzooError(f"{path} holds no {'best model' if best else 'model'} ({names})")
 

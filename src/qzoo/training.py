@@ -57,13 +57,14 @@ class Plan:
         return agent
 
 
-def load_agent(target: str | Path, best: bool = False) -> tuple[Agent, Path]:
-    """The agent saved in a run folder, a pushed folder or a model file, and the model file it came from."""
+def load_agent(target: str | Path, best: bool = False, env_id: str | None = None) -> tuple[Agent, Path]:
+    """The agent saved in a run folder, a pushed folder or a model file (a Stable-Baselines3 zip too: ``env_id``
+    where it does not name its env), and the model file it came from."""
     from qzoo.algos import load_agent as load
     from qzoo.runs import find_model
 
     path = find_model(target, best)
-    return load(path), path
+    return load(path, env_id), path
 
 
 def prepare(
@@ -94,7 +95,7 @@ def prepare(
     if source:
         from qzoo.hub import fetch
 
-        source_agent, _ = load_agent(str(fetch(source, network_timeout)))
+        source_agent, _ = load_agent(str(fetch(source, network_timeout)), env_id=env_id)
         if env_id and env_id != source_agent.env_id:
             raise QzooError(f"--from holds a {source_agent.env_id} agent, not {env_id}")
         if algo != source_agent.algo and algo_given:
@@ -112,29 +113,75 @@ def prepare(
         overrides["stop_reward"] = float(threshold)
     if source_agent is not None:
         # The source's hyperparameters stand where a preset would; -c and --set still come after.
-        config, notes = cfg.resolve(env_id, None, config_file, {**source_agent.config.to_dict(), **overrides},
-                                    env_kwargs, algo, presets=False)
-        notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps)")
+        config, notes = cfg.resolve(env_id, None, config_file, overrides, env_kwargs, algo, presets=False,
+                                    base=source_agent.config.to_dict())
+        config, fine_tuning = _fine_tuning(config, source_agent, env_id, config_file, overrides, env_kwargs, algo)
+        notes.insert(0, f"from: {source} ({source_agent.num_timesteps} env steps){fine_tuning}")
     else:
         config, notes = cfg.resolve(env_id, family(env_id), config_file, overrides, env_kwargs, algo)
     check_engine(config)
     return Plan(env_id, algo, config, notes, source_agent)
 
 
+def _fine_tuning(config: Any, source: Agent, env_id: str, config_file: str | None, overrides: Mapping[str, Any],
+                 env_kwargs: Mapping[str, Any] | None, algo: str) -> tuple[Any, str]:
+    """A ``--from`` run goes on from where its source stood, not from scratch (RL-Zoo's most-commented resume
+    complaint): epsilon starts at the source's final epsilon, and learning starts after one minibatch of
+    transitions (``batch_size``, at least ``n_step - 1``) instead of the preset's ``learning_starts`` again;
+    ``exploration_initial_eps`` or ``learning_starts`` set by the user (``-c`` or ``--set``) win. Returns the
+    config and the note's tail that says which applied."""
+    keys = [k for k in ("exploration_initial_eps", "learning_starts") if k in config.to_dict()]
+    # A key the user set comes out the same whatever the source held: resolve with two different source values.
+    probes = [cfg.resolve(env_id, None, config_file, overrides, env_kwargs, algo, presets=False,
+                          base={**config.to_dict(), **{k: v for k in keys}})[0] for v in (0, 1)]
+    user_set = {k for k in keys if getattr(probes[0], k) == getattr(probes[1], k)}
+    changes, said = {}, []
+    if "exploration_initial_eps" in keys:
+        if "exploration_initial_eps" in user_set:
+            said.append(f"exploring from epsilon {config.exploration_initial_eps:g} (your exploration_initial_eps)")
+        else:
+            changes["exploration_initial_eps"] = round(float(source.exploration_rate()), 6)
+            said.append(f"exploring from epsilon {changes['exploration_initial_eps']:g}, the source's final "
+                        f"(set exploration_initial_eps to change)")
+    if "learning_starts" in keys:
+        if "learning_starts" in user_set:
+            said.append(f"learning_starts {config.learning_starts} (yours)")
+        else:
+            changes["learning_starts"] = max(config.batch_size, config.n_step - 1)
+            said.append(f"learning_starts {changes['learning_starts']}: one minibatch, not the source's "
+                        f"{config.learning_starts} again (set learning_starts to wait longer)")
+    config = cfg.replace(config, "--from", **changes) if changes else config
+    return config, "; " + "; ".join(said) if said else ""
+
+
 def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Path = "runs",
-          argv: list[str] | None = None, progress: bool | None = None) -> "Run":
+          argv: list[str] | None = None, progress: bool | None = None, track: Any = None) -> "Run":
     """Build the plan's agent, check its replay memory fits, and open a new run folder for it.
 
     ``run_dir`` defaults to ``runs_root/<algo>-<env>-s<seed>-<time>``; ``argv`` is the command recorded in
-    run.json; ``progress``: a progress bar (None: only on a terminal).
+    run.json; ``progress``: a progress bar (None: only on a terminal); ``track``: a ``tracking.TrackSpec`` to
+    send the run to Weights & Biases too.
     """
     from qzoo.buffer import check_fits
     from qzoo.runs import RunRecorder, default_run_dir
 
     agent = plan.build_agent()
     check_fits(agent.memory_bytes())  # before the run folder exists and before anything is allocated
+    if track is not None:  # W&B installed? before the run folder exists
+        from qzoo.tracking import require_wandb
+
+        require_wandb()
     run_dir = Path(run_dir) if run_dir else default_run_dir(runs_root, plan.algo, plan.env_id, plan.config.seed)
-    return Run(agent, RunRecorder(run_dir, agent, argv, plan.notes, progress=progress), run_dir)
+    recorder = RunRecorder(run_dir, agent, argv, plan.notes, progress=progress)
+    if track is not None:  # ``tracking.TrackSpec``: the same reports also go to Weights & Biases
+        from qzoo.tracking import TrackedRecorder
+
+        try:
+            recorder = TrackedRecorder(recorder, agent, run_dir, track, argv)
+        except BaseException:
+            recorder.fail(agent, "--track: W&B could not start")
+            raise
+    return Run(agent, recorder, run_dir)
 
 
 def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None,

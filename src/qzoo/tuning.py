@@ -13,7 +13,6 @@ worker are marked failed by Optuna's heartbeat.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import time
@@ -234,18 +233,15 @@ def _with_seed(spec: TuneSpec, seed: int | None) -> TuneSpec:
 
 
 def report(spec: TuneSpec, out_dir: Path) -> dict[str, Any]:
-    """trials.csv, the best trials table (report.md) and best_params.yml for ``qzoo train -c``."""
+    """trials.csv (Optuna's trials_dataframe), Optuna's figures, the best trials table (report.md) and
+    best_params.yml for ``qzoo train -c``."""
     import optuna
 
     study = open_study(spec)
     trials = study.get_trials(deepcopy=False)
-    with open(out_dir / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["number", "state", "value", "seconds", "hyperparameters"])
-        for t in trials:
-            seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-            writer.writerow([t.number, t.state.name, "" if t.value is None else t.value, seconds,
-                             json.dumps(t.user_attrs.get("hyperparameters", {}))])
+    # Optuna's own table: number, value, datetimes, duration, params_*, user_attrs_hyperparameters, state.
+    study.trials_dataframe().to_csv(out_dir / "trials.csv", index=False)
+    figures = optuna_plots(study, out_dir)
     complete = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
                       key=lambda t: t.value, reverse=True)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
@@ -266,7 +262,33 @@ def report(spec: TuneSpec, out_dir: Path) -> dict[str, Any]:
         (out_dir / "best_params.yml").write_text(header + yaml.safe_dump({spec.env_id: best_values}, sort_keys=False))
         best = {"trial": complete[0].number, "value": complete[0].value, "hyperparameters": best_values}
     return {"study": spec.study_name, "storage": redact(spec.storage), "n_trials": len(trials), "states": counts,
-            "best": best, "table": table, "out_dir": str(out_dir)}
+            "best": best, "table": table, "out_dir": str(out_dir), "figures": figures}
+
+
+def optuna_plots(study, out_dir: Path) -> list[str]:
+    """Optuna's own optimisation-history and parameter-importance figures (its matplotlib backend), as PNG files
+    beside report.md; a figure Optuna cannot draw yet (importance needs two finished trials that differ) is skipped."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_matplotlib
+
+    written = []
+    for name, plot in (("optimization_history", optuna_matplotlib.plot_optimization_history),
+                       ("param_importances", optuna_matplotlib.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend
+                axes = plot(study)
+            axes.figure.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(axes.figure)
+            written.append(f"{name}.png")
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            plt.close("all")
+    return written
 
 
 def _short(value: Any) -> str:

@@ -84,7 +84,7 @@ def measure(part: str, steps: int) -> dict:
         connect(ray, None, 1)
         try:
             remote = ray.remote(num_cpus=1)(apex.Actor).remote(env_id, config, 1, 2)
-            ray.get(remote.collect.remote(CHUNK))  # warm up
+            warm = ray.get(remote.collect.remote(CHUNK))  # warm up (ingested below, untimed: the stream starts there)
             fetch_seconds, nbytes, chunks = 0.0, 0, []
             for _ in range(max(steps // CHUNK, 1)):
                 ref = remote.collect.remote(CHUNK)
@@ -96,7 +96,8 @@ def measure(part: str, steps: int) -> dict:
                 chunks.append(chunk)
         finally:
             ray.shutdown()
-        buffer = ReplayBuffer(len(chunks) * CHUNK + 10, (4, 84, 84), np.uint8, stack=4, seed=0)
+        buffer = ReplayBuffer((len(chunks) + 1) * CHUNK + 10, (4, 84, 84), np.uint8, stack=4, seed=0)
+        apex.ingest(buffer, warm, 0)
         start = time.perf_counter()
         for chunk in chunks:
             apex.ingest(buffer, chunk, 0)

@@ -39,15 +39,16 @@ BOUNDED = {"torch_threads": st.integers(0, cfg.MAX_TORCH_THREADS), "n_envs": st.
 
 def valid_configs(schema: type) -> st.SearchStrategy:
     fields = dataclasses.fields(schema)
-    return st.fixed_dictionaries({}, optional={f.name: BOUNDED.get(f.name) or valid_value(f) for f in fields})
+    return st.fixed_dictionaries({}, optional={f.name: BOUNDED[f.name] if f.name in BOUNDED else valid_value(f)
+                                               for f in fields})
 
 
 @FAST
 @given(schema=st.sampled_from([cfg.DQNConfig, cfg.QLearningConfig]), data=st.data())
 def test_valid_hyperparameters_round_trip_through_the_saved_yaml(schema, data):
     values = data.draw(valid_configs(schema))
-    if values.get("deterministic"):  # its own rule, tested in test_config
-        assume(values.get("device") != "cuda" and values.get("torch_threads", 0) >= 1)
+    if values.get("deterministic"):  # its own rules, tested in test_config and test_apex
+        assume(values.get("device") != "cuda" and values.get("torch_threads", 0) >= 1 and not values.get("actors"))
     config = cfg.build(values, "test", schema)
     for name, value in values.items():
         expected = tuple(value) if isinstance(value, list) else value

@@ -21,20 +21,24 @@ import ray
 from ray.cluster_utils import Cluster
 
 from qzoo.cli import main as qzoo
+from qzoo.runs import LOCK_FILE
 from ray_cluster import descendants_titled
 
 
 def kill_a_task_at(out: Path, step: int, killed: list[int], timeout: float = 240) -> None:
-    """SIGKILL the worker of one running sweep task (title ``ray::train_one``) once a run reaches ``step``."""
+    """SIGKILL the worker of the sweep task whose run first reaches ``step`` env steps (past its first checkpoint):
+    the process that holds that run folder's lock (``runs.LOCK_FILE`` names its PID), a ``ray::train_one``."""
     deadline = time.monotonic() + timeout
+    tasks = set(descendants_titled(b"ray::train_one"))
     while time.monotonic() < deadline and not killed:
         for train_csv in out.glob("*/train.csv"):
             rows = train_csv.read_text().strip().splitlines()[1:]
             if rows and int(rows[-1].split(",")[0]) >= step:
-                pids = descendants_titled(b"ray::train_one")
-                if pids:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
+                holder = (train_csv.parent / LOCK_FILE).read_text().split(" ", 1)[0]
+                tasks |= set(descendants_titled(b"ray::train_one"))
+                if holder.isdigit() and int(holder) in tasks:
+                    os.kill(int(holder), signal.SIGKILL)
+                    killed.append(int(holder))
                     return
         time.sleep(0.05)
 

@@ -8,8 +8,8 @@ Starts a head and a second node (one CPU each, so two actors land one per node),
 ``"process": true`` as a separate learner process joining with ``--address``. ``"kill_actor_at": STEP``: one actor
 process gets SIGKILL once the run's train.csv reaches STEP env steps; ``"kill_learner_at": STEP``: the learner
 process does. Stops after ``solved_needed`` runs whose best evaluation reached 475, when given. Shuts the cluster
-down by its handle (never ``ray stop``: it kills every Ray on the host) and prints one JSON line: the node ids
-and addresses, each run's exit code and the processes it killed.
+down by its handle (never with the ray command line's stop, which kills every Ray on the host) and prints one JSON
+line: the node ids and addresses, each run's exit code and the processes it killed.
 """
 
 import json

@@ -4,9 +4,10 @@ namespace of its own (``unshare -n``: only 127.0.0.1 exists there).
     python tests/ray_sweep.py '{"argv": [...qzoo sweep argv...], "kill_task_at": STEP}'
 
 Starts a head and a second node (one CPU each), runs the sweep in this process (the driver joins the cluster), with
-one task's worker process SIGKILLed once any run's train.csv reaches STEP env steps (Ray retries the task, which
-resumes that run from its checkpoint); then runs the same command again. Shuts the cluster down by its handle
-(never ``ray stop``) and prints one JSON line: both exit codes, the killed pids, the nodes the tasks ran on.
+the worker of the task whose run first reaches STEP env steps SIGKILLed (Ray retries the task, which resumes that
+run from its checkpoint); then runs the same command again. Shuts the cluster down by its handle (never with the
+ray command line's stop, which kills every Ray on the host) and prints one JSON line: both exit codes, the killed
+pids, the nodes the tasks ran on.
 """
 
 import json

@@ -1,5 +1,7 @@
 """NoisyLinear, the dueling and distributional heads, and the builder's defaults."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,54 @@ def test_reset_noise_changes_outputs_and_is_seeded():
     again = build_q_network(*VECTOR, n_actions=3, noisy=True)
     assert torch.equal(again(obs), first)
     assert all(isinstance(m, NoisyLinear) for m in net.advantage if not isinstance(m, torch.nn.ReLU))
+
+
+@pytest.mark.parametrize("rows", [1, NoisyLinear.FACTORISED_ROWS, NoisyLinear.FACTORISED_ROWS + 1])
+def test_a_small_pass_without_gradients_computes_the_noisy_layer_factorised(rows):
+    # Acting (one observation, no graph) never builds mu_w + sigma_w * eps_w: the same sum, to float rounding.
+    torch.manual_seed(0)
+    layer = NoisyLinear(64, 32)
+    x = torch.randn(rows, 64)
+    with torch.no_grad():
+        built = torch.nn.functional.linear(x, *layer.noisy_weights())
+        assert torch.allclose(layer(x), built, atol=1e-6)
+    assert torch.equal(layer(x).detach(), built)  # with gradients on, the weights are built as before
+
+
+def test_shared_noisy_weights_give_the_same_values_and_gradients():
+    # One gradient step's passes (s' without a graph, then s) with the noisy weights built once, against each
+    # pass building its own.
+    obs, next_obs = torch.randn(16, 4), torch.randn(16, 4)
+
+    def step(net, shared):
+        with net.shared_noisy_weights() if shared else contextlib.nullcontext():
+            with torch.no_grad():
+                next_out = net.head_outputs(next_obs)
+            out = net.head_outputs(obs)
+        net.zero_grad()
+        (out.square().sum() + (out * next_out).sum()).backward()
+        return out.detach(), next_out, [p.grad.clone() for p in net.parameters()]
+
+    torch.manual_seed(0)
+    net = build_q_network(*VECTOR, n_actions=3, noisy=True, dueling=True, distribution="c51", n_atoms=5)
+    plain, shared = step(net, False), step(net, True)
+    assert torch.equal(plain[0], shared[0]) and torch.equal(plain[1], shared[1])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain[2], shared[2]))
+    assert all(layer.shared is None for layer in net.modules() if isinstance(layer, NoisyLinear))
+
+
+def test_mean_weights_switch_only_the_noisy_layers_and_restore_them():
+    torch.manual_seed(0)
+    net = build_q_network(*VECTOR, n_actions=3, noisy=True, dueling=True)
+    obs = torch.randn(5, 4)
+    with net.mean_weights():
+        mean = net(obs)
+        assert net.training  # the network itself stays in train(): only its noisy layers switch
+    assert all(m.training for m in net.modules())
+    net.eval()
+    assert torch.equal(mean, net(obs))  # what eval() gives: mu only
+    net.train()
+    assert not torch.allclose(net(obs), mean)
 
 
 def test_dueling_removes_the_mean_advantage():

@@ -89,6 +89,9 @@ def test_sums_stay_exact_after_many_random_updates():
         priorities[indices] = values  # numpy's last-write-wins, as in the tree
     assert np.array_equal(tree.get(np.arange(1000)), priorities)
     assert tree.total == pytest.approx(priorities.sum(), rel=1e-12)
+    # Every inner node is the sum of its children, parents named twice in one update included (no np.unique).
+    inner = np.arange(1, tree.leaves)
+    assert np.array_equal(tree.tree[inner], tree.tree[2 * inner] + tree.tree[2 * inner + 1])
 
 
 def test_update_rejects_negative_or_nan_priorities():

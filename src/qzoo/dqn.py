@@ -20,6 +20,7 @@ checkpoints) is the caller's ``Recorder``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -236,14 +237,8 @@ class DQN:
         """
         single = obs.shape == self.obs_shape
         batch = torch.as_tensor(obs[None] if single else obs, device=self.device)
-        mean_weights = self.config.noisy and not noise
-        if mean_weights:
-            self.q_net.eval()
-        try:
+        with contextlib.nullcontext() if noise else self.q_net.mean_weights():
             q = self._q(self.q_net, batch).float().cpu().numpy()
-        finally:
-            if mean_weights:
-                self.q_net.train()
         return q[0] if single else q
 
     def greedy_action(self, obs: np.ndarray) -> int:
@@ -336,7 +331,9 @@ class DQN:
             self.q_net.reset_noise()
             self.target_net.reset_noise()
 
-        with self._autocast():
+        # NoisyNets: the online network's passes over s' and s share one noise sample, so its noisy weights are
+        # built once for both (networks.NoisyLinear).
+        with self._autocast(), self.q_net.shared_noisy_weights():
             with torch.no_grad():
                 next_target = self._target_forward(next_obs).float()  # Q, C51 probabilities or quantiles at s'
                 # Double DQN: the online network picks a* at s', without a graph. Measured here, one

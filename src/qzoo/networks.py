@@ -9,8 +9,9 @@ a head with the Rainbow switches (dueling, noisy, C51, QR); ``build_q_network`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ class QFunction(nn.Module):
     * ``head_outputs(obs)``: the head's raw outputs (B, A, K) that the loss reads: Q values (K = 1), C51 logits
       or QR quantiles.
     * ``reset_noise()``: new noise in every noisy layer; nothing to do without them.
+    * ``mean_weights()``: a block in which noisy layers use their mean weights mu (greedy evaluation);
+      ``shared_noisy_weights()``: a block in which each noisy layer builds its noisy weights once, for every
+      forward pass inside (one gradient step's passes over s and s'). Both do nothing without noisy layers.
     * ``plain_mlp_layers()``: the linear layers when the network is Flatten -> (Linear, ReLU)* -> Linear on float
       inputs, the network ``qzoo.mlp_step.FlatMLP`` steps by hand; None otherwise.
     """
@@ -38,6 +42,14 @@ class QFunction(nn.Module):
 
     def reset_noise(self, generator: torch.Generator | None = None) -> None:
         pass
+
+    @contextlib.contextmanager
+    def mean_weights(self) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def shared_noisy_weights(self) -> Iterator[None]:
+        yield
 
     def plain_mlp_layers(self) -> list[nn.Linear] | None:
         return None
@@ -193,7 +205,15 @@ class NoisyLinear(nn.Module):
     ``generator``), so ``torch.manual_seed`` makes it reproducible. In ``eval()`` mode the layer uses mu only
     (a greedy policy of the mean network, for evaluation); in ``train()`` mode, the default, it adds the noise.
     Shapes: (B, p) -> (B, q).
+
+    Cost (benchmarks/README.md, the Rainbow levers). The noisy weight matrix mu_w + sigma_w * eps_w takes three
+    passes over q * p numbers, more than the product itself for a few rows. So a pass without gradients over at
+    most ``FACTORISED_ROWS`` rows (acting on one observation) never builds it: it computes the same sum in the
+    factorised form  x mu_w^T + ((x * f(eps_in)) sigma_w^T) * f(eps_out) + mu_b + sigma_b * eps_b  (equal up to
+    float rounding). Inside ``shared_noisy_weights`` the matrix is built once for all of the block's passes.
     """
+
+    FACTORISED_ROWS = 8
 
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
         super().__init__()
@@ -206,6 +226,7 @@ class NoisyLinear(nn.Module):
         self.bias_sigma = nn.Parameter(torch.empty(out_features))
         self.register_buffer("eps_in", torch.zeros(in_features))
         self.register_buffer("eps_out", torch.zeros(out_features))
+        self.shared: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight, bias) in shared_noisy_weights
         self.reset_parameters()
         self.reset_noise()
 
@@ -223,17 +244,26 @@ class NoisyLinear(nn.Module):
         return x.sign() * x.abs().sqrt()
 
     def reset_noise(self, generator: torch.Generator | None = None) -> None:
-        """Draw eps_in, then eps_out, from N(0, 1), and keep f of them."""
+        """Draw eps_in, then eps_out, from N(0, 1) (the numbers torch.randn draws), and keep f of them."""
         with torch.no_grad():
-            self.eps_in.copy_(self.scale_noise(torch.randn(self.in_features, generator=generator)))
-            self.eps_out.copy_(self.scale_noise(torch.randn(self.out_features, generator=generator)))
+            for eps in (self.eps_in, self.eps_out):
+                eps.normal_(generator=generator)
+                torch.mul(eps.sign(), eps.abs().sqrt_(), out=eps)  # f(eps) in place, the same numbers
+
+    def noisy_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu_w + sigma_w * eps_w, mu_b + sigma_b * eps_b) for the current noise (eq. 9-11)."""
+        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
+        return weight, self.bias_mu + self.bias_sigma * self.eps_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return nn.functional.linear(x, self.weight_mu, self.bias_mu)
-        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
-        bias = self.bias_mu + self.bias_sigma * self.eps_out
-        return nn.functional.linear(x, weight, bias)
+        if self.shared is not None:
+            return nn.functional.linear(x, *self.shared)
+        if x.shape[0] <= self.FACTORISED_ROWS and not torch.is_grad_enabled():
+            mean = nn.functional.linear(x, self.weight_mu, torch.addcmul(self.bias_mu, self.bias_sigma, self.eps_out))
+            return torch.addcmul(mean, nn.functional.linear(x * self.eps_in, self.weight_sigma), self.eps_out)
+        return nn.functional.linear(x, *self.noisy_weights())
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
@@ -299,6 +329,7 @@ class QNetwork(QFunction):
         self.value = _head_mlp(n_features, hidden, n_atoms, noisy, sigma0) if dueling else None
         if distribution == "c51":
             self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms))
+        self._noisy: list[NoisyLinear] | None = None
 
     def head_outputs(self, obs: torch.Tensor) -> torch.Tensor:
         """The head's raw outputs (B, A, K): Q values, C51 logits or quantiles, before any softmax."""
@@ -326,11 +357,43 @@ class QNetwork(QFunction):
             return out.mean(dim=2)
         return out
 
+    def _noisy_layers(self) -> list[NoisyLinear]:
+        # Found once: walking the modules costs more than redrawing their noise.
+        if self._noisy is None:
+            self._noisy = [module for module in self.modules() if isinstance(module, NoisyLinear)]
+        return self._noisy
+
     def reset_noise(self, generator: torch.Generator | None = None) -> None:
         """New noise in every ``NoisyLinear`` (Fortunato et al. 2018: once per step and per update)."""
-        for module in self.modules():
-            if isinstance(module, NoisyLinear):
-                module.reset_noise(generator)
+        for layer in self._noisy_layers():
+            layer.reset_noise(generator)
+
+    @contextlib.contextmanager
+    def mean_weights(self) -> Iterator[None]:
+        """The noisy layers in ``eval()`` mode (mu only) inside the block, the rest of the network as it was:
+        ``nn.Module.eval()`` walks every module, a cost per greedy action."""
+        layers = self._noisy_layers()
+        modes = [layer.training for layer in layers]
+        for layer in layers:
+            layer.training = False
+        try:
+            yield
+        finally:
+            for layer, mode in zip(layers, modes):
+                layer.training = mode
+
+    @contextlib.contextmanager
+    def shared_noisy_weights(self) -> Iterator[None]:
+        """Each noisy layer's weights built once for the block, with their graph when gradients are on: one
+        gradient step's passes over s and s' share the noise and the parameters, so they can share the matrix."""
+        layers = [layer for layer in self._noisy_layers() if layer.training]
+        for layer in layers:
+            layer.shared = layer.noisy_weights()
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.shared = None
 
 
 def choose_network(obs_shape: tuple[int, ...], obs_dtype, requested: str = "auto") -> str:

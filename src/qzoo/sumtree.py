@@ -77,7 +77,8 @@ class SumTree:
         self.tree[nodes] = priorities
         self.max_priority = max(self.max_priority, float(priorities.max()))
         for _ in range(self.depth):
-            nodes = np.unique(nodes >> 1)
+            # A parent named twice gets the same sum twice (its children are final): no np.unique (a sort) needed.
+            nodes >>= 1
             self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
 
     def find(self, values: np.ndarray) -> np.ndarray:

@@ -55,18 +55,21 @@ def test_ray_is_installed():
 SHORT = ["--no-progress", "--json", "--set", "actors=2", "actor_chunk_steps=100", "weight_publish_seconds=0",
          "torch_threads=1", "learning_starts=500", "train_freq=4", "gradient_steps=1", "net_arch=[32,32]",
          "eval_freq=1000", "n_eval_episodes=2", "checkpoint_freq=1000", "log_interval=500"]
+COPIES = ["n_envs=2", "vec_env=sync"]  # after SHORT: more of its --set values
 
 
 @pytest.fixture(scope="module")
 def short_runs(tmp_path_factory):
-    """Short CartPole runs with 2 actors on one loopback cluster: a plain one; one whose actor is killed; one whose
-    learner (a separate process) is killed, then resumed."""
+    """Short CartPole runs with 2 actors on one loopback cluster: a plain one; one whose actor is killed, and one whose
+    learner (a separate process) is killed, then resumed: these two with 2 env copies per actor."""
     root = tmp_path_factory.mktemp("apex")
     dirs = {name: root / name for name in ("plain", "faulty", "resumed")}
     train = ["train", "--env", "CartPole-v1", "-n"]
     runs = [{"argv": [*train, "3000", "--seed", "2", "--run-dir", str(dirs["plain"]), *SHORT]},
-            {"argv": [*train, "4000", "--seed", "3", "--run-dir", str(dirs["faulty"]), *SHORT], "kill_actor_at": 1500},
-            {"argv": [*train, "4000", "--seed", "4", "--run-dir", str(dirs["resumed"]), *SHORT], "process": True,
+            {"argv": [*train, "4000", "--seed", "3", "--run-dir", str(dirs["faulty"]), *SHORT, *COPIES],
+             "kill_actor_at": 1500},
+            {"argv": [*train, "4000", "--seed", "4", "--run-dir", str(dirs["resumed"]), *SHORT, *COPIES],
+             "process": True,
              "kill_learner_at": 2500},
             {"argv": ["train", "--resume", str(dirs["resumed"]), "--no-progress", "--json"]}]
     report = on_loopback_cluster({"runs": runs}, timeout=360)
@@ -101,11 +104,18 @@ def test_two_actors_on_two_nodes_write_a_normal_run_folder(short_runs, capsys):
 
 
 def test_an_actor_killed_mid_run_is_restarted_and_the_run_finishes(short_runs):
+    """Two env copies per actor: exactly n_timesteps env steps summed over copies and actors, a normal folder."""
     _, dirs = short_runs
     meta = json.loads((dirs["faulty"] / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 4000
     assert meta["distributed"]["restarts"] == 1 and len(meta["actor_restarts"]) == 1
     assert meta["actor_restarts"][0]["step"] >= 1500
+    assert sum(lane["chunks"] for lane in meta["distributed"]["lanes"]) == 40  # the lost ones asked again
+    with open(dirs["faulty"] / "train.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(500, 4001, 500))
+    with open(dirs["faulty"] / "evaluations.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1000, 2000, 3000, 4000]
+    assert (dirs["faulty"] / "model.pt").is_file()
 
 
 def test_a_killed_learner_resumes_from_its_newest_checkpoint_and_finishes(short_runs):

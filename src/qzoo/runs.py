@@ -433,11 +433,12 @@ def run_dir_of(model_path: Path) -> Path:
     return model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
 
 
-def saved_n_envs(run_dir: Path) -> int:
-    """n_envs of a run folder's config.yml (1 where it cannot be read)."""
+def saved_env_copies(run_dir: Path) -> int:
+    """Env copies the run folder's config.yml stepped in the training process: its n_envs, or 1 for an Ape-X run
+    (actors > 0: the actors step the copies) and where it cannot be read."""
     try:
-        entries = yaml.safe_load((run_dir / "config.yml").read_text())
-        return int(next(iter(entries.values())).get("n_envs", 1))
+        values = next(iter(yaml.safe_load((run_dir / "config.yml").read_text()).values()))
+        return 1 if int(values.get("actors", 0)) > 0 else int(values.get("n_envs", 1))
     except (OSError, yaml.YAMLError, AttributeError, StopIteration, TypeError, ValueError):
         return 1
 

@@ -192,7 +192,7 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
     (``checkpoint.user_key``) unless ``trust_checkpoint``: its env.pkl is a pickle."""
     from qzoo import checkpoint
     from qzoo.algos import agent_class
-    from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_n_envs
+    from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_env_copies
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -200,7 +200,7 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
     # The writer's lock first: a run still training (or another resume) must not be read half-way, nor cut.
     lock = lock_run_dir(run_dir, shlex.join(["qzoo", *argv]) if argv is not None else None)
     try:
-        if saved_n_envs(run_dir) > 1:
+        if saved_env_copies(run_dir) > 1:
             raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot "
                             f"resume exactly; start a new run from its weights with --from {run_dir}")
         saved = checkpoint.read_latest(run_dir, trust=trust_checkpoint)

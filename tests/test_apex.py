@@ -152,6 +152,38 @@ def test_a_restarted_actor_closes_the_streams_of_all_its_copies():
     assert memory._waiting[2] == memory._waiting[3] == [] and len(memory._waiting[0]) == 2
 
 
+def test_a_run_resumed_with_another_actor_count_restripes_the_learners_memory_and_ape_x_epsilons_follow():
+    """``--resume RUN --set actors=3`` after 2 actors with 2 copies each (``distributed.change_actors``, no Ray):
+    the 4 saved streams end as truncations, the memory goes on with 6, the new actors' chunks fill them without a
+    cut, lane i acts with eps_i of 3, and the memory restores (checkpoint) into a learner built for 3 actors."""
+    from qzoo.distributed import change_actors
+    from qzoo.dqn import DQN
+    from qzoo.errors import QzooError
+
+    config = DQNConfig(net_arch=(32, 32), torch_threads=1, seed=5, actors=2, n_envs=2, vec_env="sync",
+                       buffer_size=500, n_step=3, prioritized_replay=True, learning_starts=50)
+    learner = DQN("CartPole-v1", config)
+    for i in range(2):
+        assert ingest(learner.buffer, Actor("CartPole-v1", config, i, 2).collect(41), 2 * i) == 0
+    open_rows = [learner.buffer._last_row[s] for s in range(4) if not learner.buffer.stream_at_start(s)]
+    assert open_rows  # some episodes were cut by the resume
+
+    note = change_actors(learner, 3)
+    assert note.startswith("actors 2 -> 3") and learner.config.actors == 3 and learner.buffer.n_envs == 6
+    assert learner.buffer.truncated[open_rows].all()
+    for i in range(3):
+        actor = Actor("CartPole-v1", learner.config, i, 3)
+        chunk = actor.collect(20)
+        assert chunk.epsilon == pytest.approx(actor_epsilon(i, 3)) and ingest(learner.buffer, chunk, 2 * i) == 0
+    assert len(learner.train_steps(3)) == 3
+
+    restored = DQN("CartPole-v1", learner.config)
+    restored.buffer.restore(*learner.buffer.state())
+    assert_same_memory(learner.buffer, restored.buffer)
+    with pytest.raises(QzooError, match="distributed run"):
+        change_actors(learner, 0)
+
+
 # ------------------------------------------------------------------------------------ rate limiter
 
 

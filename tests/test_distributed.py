@@ -61,7 +61,7 @@ COPIES = ["n_envs=2", "vec_env=sync"]  # after SHORT: more of its --set values
 @pytest.fixture(scope="module")
 def short_runs(tmp_path_factory):
     """Short CartPole runs with 2 actors on one loopback cluster: a plain one; one whose actor is killed, and one whose
-    learner (a separate process) is killed, then resumed: these two with 2 env copies per actor."""
+    learner (a separate process) is killed, then resumed with 1 actor: these two with 2 env copies per actor."""
     root = tmp_path_factory.mktemp("apex")
     dirs = {name: root / name for name in ("plain", "faulty", "resumed")}
     train = ["train", "--env", "CartPole-v1", "-n"]
@@ -71,7 +71,7 @@ def short_runs(tmp_path_factory):
             {"argv": [*train, "4000", "--seed", "4", "--run-dir", str(dirs["resumed"]), *SHORT, *COPIES],
              "process": True,
              "kill_learner_at": 2500},
-            {"argv": ["train", "--resume", str(dirs["resumed"]), "--no-progress", "--json"]}]
+            {"argv": ["train", "--resume", str(dirs["resumed"]), "--no-progress", "--json", "--set", "actors=1"]}]
     report = on_loopback_cluster({"runs": runs}, timeout=360)
     assert report["codes"] == [0, 0, -9, 0] and len(report["killed"]) == 2, report
     return report, dirs
@@ -118,13 +118,18 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_run_finishes(short_runs):
     assert (dirs["faulty"] / "model.pt").is_file()
 
 
-def test_a_killed_learner_resumes_from_its_newest_checkpoint_and_finishes(short_runs):
+def test_a_killed_learner_resumes_from_its_newest_checkpoint_with_another_actor_count_and_finishes(short_runs):
     _, dirs = short_runs
     meta = json.loads((dirs["resumed"] / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 4000
     # checkpoint_freq 1000, killed once train.csv reached 2500: from the newest checkpoint written by then.
     assert len(meta["resumed"]) == 1 and meta["resumed"][0]["step"] in (1000, 2000)
     assert meta["distributed"]["restarts"] == 0
+    # --set actors=1: the 4 saved streams (2 actors x 2 copies) closed, 2 from then on; config.yml says so.
+    assert meta["resumed"][0]["notes"] == ["actors 2 -> 1: the replay memory's 4 streams closed as truncated, "
+                                           "2 from here"]
+    assert meta["distributed"]["actors"] == 1 and meta["distributed"]["cut_streams"] == 0
+    assert "actors: 1\n" in (dirs["resumed"] / "config.yml").read_text()
     with open(dirs["resumed"] / "train.csv") as f:  # each row once: the rows after the checkpoint were cut back
         assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(500, 4001, 500))
 

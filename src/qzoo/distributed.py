@@ -256,6 +256,31 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
     return agent
 
 
+def change_actors(agent: Any, actors: int) -> str:
+    """A resumed distributed run goes on with ``actors`` actors instead of its saved count (``qzoo train --resume RUN
+    --set actors=N``); the note for run.json.
+
+    The replay memory was saved with ``actors * n_envs`` streams: each is closed as truncated (its unfinished n-step
+    windows bootstrap at its newest row, as after an actor restart) and the memory goes on with the new count
+    (``ReplayBuffer.restripe``); its rows are kept. Lane i of N then acts with Ape-X's eps_i of the new N (a lone
+    actor: qzoo's schedule), as a run started with N actors would.
+    """
+    from qzoo import config as cfg
+
+    before = agent.config.actors
+    if before < 1 or actors < 1:
+        raise QzooError(f"--resume --set actors=N changes the actor count of a distributed run (actors >= 1), "
+                        f"not {before} to {actors}")
+    buffer = agent.buffer  # restored with the saved stream count
+    agent.config = cfg.replace(agent.config, "--set", actors=actors)
+    try:
+        buffer.restripe(agent.config.n_envs * actors)
+    except ValueError as exc:
+        raise QzooError(f"--set actors={actors}: {exc}") from None
+    return f"actors {before} -> {actors}: the replay memory's {before * agent.config.n_envs} streams closed as " \
+           f"truncated, {actors * agent.config.n_envs} from here"
+
+
 def end_streams(buffer: Any, lane: int, n_envs: int) -> int:
     """Close lane ``lane``'s replay streams (one per env copy) that are inside an episode, as truncated; how many."""
     streams = [s for s in range(lane * n_envs, (lane + 1) * n_envs) if not buffer.stream_at_start(s)]

@@ -212,7 +212,10 @@ class RunRecorder:
             self.meta = read_meta(run_dir)
             self.meta.update(status="running", best=run_state.get("best"))
             self.meta.pop("error", None)
-            self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command})
+            self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command,
+                                                        **({"notes": notes} if notes else {})})
+            if notes:  # the config changed on resume (``training.RESUME_SETTINGS``): config.yml says what runs now
+                write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
         self.dir = run_dir
         self.suffix = agent.file_suffix
         self.started = time.perf_counter() - run_state.get("elapsed", 0.0)

@@ -73,27 +73,39 @@ def make_memory(capacity: int, stack: int, lanes: int, n_step: int, prioritized:
 
 @FAST
 @given(stack=st.integers(1, 4), n_step=st.integers(1, 3), prioritized=st.booleans(), capacity=st.integers(10, 40),
-       lanes=st.lists(lane_strategy, min_size=1, max_size=3), chunk_steps=st.integers(1, 7), data=st.data())
+       actors=st.lists(st.lists(lane_strategy, min_size=1, max_size=3), min_size=1, max_size=3),
+       chunk_steps=st.integers(1, 7), data=st.data())
 def test_chunk_ingest_gives_the_arrays_links_and_priorities_of_the_same_add_calls(
-        stack, n_step, prioritized, capacity, lanes, chunk_steps, data):
-    streams = [stream(i, episodes, stack) for i, episodes in enumerate(lanes)]
-    direct = make_memory(capacity, stack, len(lanes), n_step, prioritized)
-    chunked = make_memory(capacity, stack, len(lanes), n_step, prioritized)
-    builders = [ChunkBuilder(stack) for _ in lanes]
-    positions = [0] * len(lanes)
+        stack, n_step, prioritized, capacity, actors, chunk_steps, data):
+    """Actors with several env copies each (``n_envs``; here the same count for all): a chunk interleaves its
+    copies' transitions, and ingest stores copy k of actor i in stream i * n_envs + k."""
+    n_envs = max(len(copies) for copies in actors)
+    lanes = [i * n_envs + k for i, copies in enumerate(actors) for k in range(len(copies))]
+    streams = {lane: stream(lane, episodes, stack)
+               for lane, episodes in zip(lanes, [e for copies in actors for e in copies])}
+    capacity = max(capacity, n_step * n_envs * len(actors) + 1)
+    direct = make_memory(capacity, stack, n_envs * len(actors), n_step, prioritized)
+    chunked = make_memory(capacity, stack, n_envs * len(actors), n_step, prioritized)
+    builders = [ChunkBuilder(stack, n_envs) for _ in actors]
+    positions = dict.fromkeys(lanes, 0)
     obs_shape = (stack, 2, 2) if stack > 1 else (2, 2)
-    while any(p < len(s) for p, s in zip(positions, streams)):
-        # The learner ingests whichever actor's chunk arrives next: any interleaving of the lanes.
-        lane = data.draw(st.sampled_from([i for i, s in enumerate(streams) if positions[i] < len(s)]))
-        part = streams[lane][positions[lane]:positions[lane] + chunk_steps]
-        positions[lane] += len(part)
-        for transition in part:
+    while any(positions[lane] < len(streams[lane]) for lane in lanes):
+        # The learner ingests whichever actor's chunk arrives next; inside it, the actor's copies in any order.
+        actor = data.draw(st.sampled_from(sorted({lane // n_envs for lane in lanes
+                                                  if positions[lane] < len(streams[lane])})))
+        for _ in range(chunk_steps):
+            left = [lane for lane in lanes if lane // n_envs == actor and positions[lane] < len(streams[lane])]
+            if not left:
+                break
+            lane = data.draw(st.sampled_from(left))
+            transition = streams[lane][positions[lane]]
+            positions[lane] += 1
             direct.add(*transition, env_index=lane)  # what the actor's own add calls would store
-            builders[lane].add(*transition)
-        chunk = builders[lane].take(obs_shape, np.int32)
-        assert chunk.next_frames.shape == (len(part), 2, 2)  # one new frame per step, never a stack
+            builders[actor].add(*transition, copy=lane % n_envs)
+        chunk = builders[actor].take(obs_shape, np.int32)
+        assert chunk.next_frames.shape == (chunk.steps, 2, 2)  # one new frame per step, never a stack
         assert len(chunk.reset_obs) == int(chunk.starts.sum())
-        assert not ingest(chunked, chunk, lane)
+        assert ingest(chunked, chunk, actor * n_envs) == 0
     assert_same_memory(direct, chunked)
     if len(direct) and (n_step == 1 or (direct._usable(np.arange(len(direct)))).any()):
         for x, y in zip(direct.sample(16), chunked.sample(16)):
@@ -120,9 +132,56 @@ def test_a_restarted_actor_closes_its_stream_as_truncated(stack, n_step, priorit
         old.add(*transition)
     for transition in fresh:
         new.add(*transition)
-    assert not ingest(chunked, old.take(obs_shape, np.int32), 1)
-    assert ingest(chunked, new.take(obs_shape, np.int32), 1)  # the cut is noticed
+    assert ingest(chunked, old.take(obs_shape, np.int32), 1) == 0
+    assert ingest(chunked, new.take(obs_shape, np.int32), 1) == 1  # the cut is noticed
     assert_same_memory(direct, chunked)
+
+
+def test_a_restarted_actor_closes_the_streams_of_all_its_copies():
+    """Actor 1 of 2 with two copies died: streams 2 and 3 are closed as truncated, actor 0's stream 0 goes on."""
+    from qzoo.distributed import end_streams
+
+    memory = make_memory(40, 1, 4, 3, True)
+    for lane in (0, 2, 3):
+        for transition in stream(lane, [(5, False)], 1)[:3]:  # every stream inside an episode
+            memory.add(*transition, env_index=lane)
+    last_rows = [memory._last_row[s] for s in (2, 3)]
+    assert end_streams(memory, 1, 2) == 2 and end_streams(memory, 1, 2) == 0
+    assert [memory.stream_at_start(s) for s in range(4)] == [False, True, True, True]
+    assert memory.truncated[last_rows].all() and memory.truncated.sum() == 2
+    assert memory._waiting[2] == memory._waiting[3] == [] and len(memory._waiting[0]) == 2
+
+
+def test_a_run_resumed_with_another_actor_count_restripes_the_learners_memory_and_ape_x_epsilons_follow():
+    """``--resume RUN --set actors=3`` after 2 actors with 2 copies each (``distributed.change_actors``, no Ray):
+    the 4 saved streams end as truncations, the memory goes on with 6, the new actors' chunks fill them without a
+    cut, lane i acts with eps_i of 3, and the memory restores (checkpoint) into a learner built for 3 actors."""
+    from qzoo.distributed import change_actors
+    from qzoo.dqn import DQN
+    from qzoo.errors import QzooError
+
+    config = DQNConfig(net_arch=(32, 32), torch_threads=1, seed=5, actors=2, n_envs=2, vec_env="sync",
+                       buffer_size=500, n_step=3, prioritized_replay=True, learning_starts=50)
+    learner = DQN("CartPole-v1", config)
+    for i in range(2):
+        assert ingest(learner.buffer, Actor("CartPole-v1", config, i, 2).collect(41), 2 * i) == 0
+    open_rows = [learner.buffer._last_row[s] for s in range(4) if not learner.buffer.stream_at_start(s)]
+    assert open_rows  # some episodes were cut by the resume
+
+    note = change_actors(learner, 3)
+    assert note.startswith("actors 2 -> 3") and learner.config.actors == 3 and learner.buffer.n_envs == 6
+    assert learner.buffer.truncated[open_rows].all()
+    for i in range(3):
+        actor = Actor("CartPole-v1", learner.config, i, 3)
+        chunk = actor.collect(20)
+        assert chunk.epsilon == pytest.approx(actor_epsilon(i, 3)) and ingest(learner.buffer, chunk, 2 * i) == 0
+    assert len(learner.train_steps(3)) == 3
+
+    restored = DQN("CartPole-v1", learner.config)
+    restored.buffer.restore(*learner.buffer.state())
+    assert_same_memory(learner.buffer, restored.buffer)
+    with pytest.raises(QzooError, match="distributed run"):
+        change_actors(learner, 0)
 
 
 # ------------------------------------------------------------------------------------ rate limiter
@@ -187,6 +246,29 @@ def test_an_actor_sends_new_frames_and_real_scores_and_acts_with_the_published_w
     obs = np.linspace(-1, 1, 4, dtype=np.float32)
     actor.set_weights(weights_of(learner.agent.q_net))
     np.testing.assert_allclose(actor.agent.q_values(obs), learner.agent.q_values(obs))
+
+
+def test_an_actor_with_two_env_copies_sends_exactly_the_steps_asked_and_each_copy_is_its_own_stream():
+    """n_envs 2: chunks of an odd size (a vector step's second transition waits for the next chunk); ingested into
+    streams 2 and 3 (actor 1 of 2), they give the memory that the same actor's transitions added directly give."""
+    config = DQNConfig(net_arch=(32, 32), torch_threads=1, seed=5, n_envs=2, vec_env="sync", n_step=3,
+                       prioritized_replay=True)
+    chunked_actor, direct_actor = (Actor("CartPole-v1", config, index=1, n_actors=2) for _ in range(2))
+    chunked, direct = (ReplayBuffer(400, (4,), np.float32, n_envs=4, seed=0, n_step=3, prioritized=True)
+                       for _ in range(2))
+    seen_copies, games = set(), 0
+    for steps in (7, 64, 1, 100):
+        chunk = chunked_actor.collect(steps)
+        assert chunk.steps == steps and chunk.epsilon == pytest.approx(0.4**8)
+        seen_copies |= set(chunk.copies.tolist())
+        games += len(chunk.episode_returns)
+        ingest(chunked, chunk, 2)
+        for _ in range(steps):
+            copy, transition, _ = next(direct_actor._transitions)
+            direct.add(*transition, env_index=2 + copy)
+    assert seen_copies == {0, 1} and games >= 2 and chunked_actor.env_steps == 172
+    assert all(chunked.stream_at_start(s) for s in (0, 1))  # the other actor's streams are untouched
+    assert_same_memory(direct, chunked)
 
 
 def test_one_actor_follows_qzoos_epsilon_schedule_on_the_runs_env_steps():

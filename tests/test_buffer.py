@@ -207,3 +207,42 @@ def test_prioritised_memories_draw_each_minibatch_after_the_last_priorities():
     buffer.add(np.zeros(1, np.float32), 0, 1.0, np.ones(1, np.float32), True, False)
     with pytest.raises(ValueError, match="priorities"):
         buffer.sample_steps(2, 4)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_restriping_closes_every_stream_and_a_checkpoint_restores_the_frame_ring_it_kept(compress):
+    """An Ape-X run resumed with another actor count (``ReplayBuffer.restripe``): 2 streams become 5. Each old stream
+    ends as a truncation at its newest row, its waiting rows get the max priority, no new stream links to an old
+    one; the frame ring keeps its size (made for 2 streams), and a memory made for 5 restores to it exactly."""
+    def memory(n_envs: int) -> ReplayBuffer:
+        return ReplayBuffer(60, (4, *FRAME), np.uint8, stack=4, n_envs=n_envs, seed=3, compress=compress, n_step=3,
+                            prioritized=True)
+
+    def add(buffer: ReplayBuffer, stream: int, value: int, start: bool) -> None:
+        obs = np.full((4, *FRAME), value - 1, dtype=np.uint8) if start else None
+        buffer.add(obs, value % 4, 1.0, np.full((1, *FRAME), value, dtype=np.uint8), False, False, env_index=stream)
+
+    buffer = memory(2)
+    for value in range(1, 150):  # the frame ring wraps; both streams inside one long episode each
+        add(buffer, value % 2, value, value <= 2)
+    newest = [buffer._last_row[0], buffer._last_row[1]]
+    waiting = sorted(buffer._waiting[0] + buffer._waiting[1])
+    saved_ring = buffer.frame_capacity
+    buffer.restripe(5)
+    assert buffer.n_envs == 5 and all(buffer.stream_at_start(s) for s in range(5))
+    assert buffer.truncated[newest].all() and buffer.truncated.sum() == 2
+    assert (buffer.tree.get(np.array(waiting)) == buffer.tree.max_priority).all()
+    assert buffer.frame_capacity == saved_ring != memory(5).frame_capacity
+    for value in range(150, 170):  # new streams 3 and 4 start their own episodes
+        add(buffer, 3 + value % 2, value, value < 152)
+    assert buffer.successor[newest].tolist() == [-1, -1]  # nothing links across the restripe
+
+    restored = memory(5)
+    restored.restore(*buffer.state())
+    assert restored.frame_capacity == saved_ring
+    for x, y in zip(buffer.sample(32), restored.sample(32)):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="2 streams, this one 5"):
+        memory(5).restore(*memory(2).state())
+    with pytest.raises(ValueError, match="too small"):
+        memory(2).restripe(20)

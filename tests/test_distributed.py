@@ -55,22 +55,32 @@ def test_ray_is_installed():
 SHORT = ["--no-progress", "--json", "--set", "actors=2", "actor_chunk_steps=100", "weight_publish_seconds=0",
          "torch_threads=1", "learning_starts=500", "train_freq=4", "gradient_steps=1", "net_arch=[32,32]",
          "eval_freq=1000", "n_eval_episodes=2", "checkpoint_freq=1000", "log_interval=500"]
+COPIES = ["n_envs=2", "vec_env=sync"]  # after SHORT: more of its --set values
+ATARI = "SpaceInvadersNoFrameskip-v4"  # ale-py ships its ROM
 
 
 @pytest.fixture(scope="module")
 def short_runs(tmp_path_factory):
-    """Short CartPole runs with 2 actors on one loopback cluster: a plain one; one whose actor is killed; one whose
-    learner (a separate process) is killed, then resumed."""
+    """Short CartPole runs with 2 actors on one loopback cluster: a plain one; one whose actor is killed, and one whose
+    learner (a separate process) is killed, then resumed with 1 actor: these two with 2 env copies per actor. Then a
+    short SpaceInvaders run, 2 actors with 2 copies each, through the command line (the Atari path: frame stacks,
+    chunks of new frames, the CNN learner)."""
     root = tmp_path_factory.mktemp("apex")
-    dirs = {name: root / name for name in ("plain", "faulty", "resumed")}
+    dirs = {name: root / name for name in ("plain", "faulty", "resumed", "atari")}
     train = ["train", "--env", "CartPole-v1", "-n"]
     runs = [{"argv": [*train, "3000", "--seed", "2", "--run-dir", str(dirs["plain"]), *SHORT]},
-            {"argv": [*train, "4000", "--seed", "3", "--run-dir", str(dirs["faulty"]), *SHORT], "kill_actor_at": 1500},
-            {"argv": [*train, "4000", "--seed", "4", "--run-dir", str(dirs["resumed"]), *SHORT], "process": True,
+            {"argv": [*train, "4000", "--seed", "3", "--run-dir", str(dirs["faulty"]), *SHORT, *COPIES],
+             "kill_actor_at": 1500},
+            {"argv": [*train, "4000", "--seed", "4", "--run-dir", str(dirs["resumed"]), *SHORT, *COPIES],
+             "process": True,
              "kill_learner_at": 2500},
-            {"argv": ["train", "--resume", str(dirs["resumed"]), "--no-progress", "--json"]}]
-    report = on_loopback_cluster({"runs": runs}, timeout=360)
-    assert report["codes"] == [0, 0, -9, 0] and len(report["killed"]) == 2, report
+            {"argv": ["train", "--resume", str(dirs["resumed"]), "--no-progress", "--json", "--set", "actors=1"]},
+            {"argv": ["train", "--env", ATARI, "-n", "600", "--run-dir", str(dirs["atari"]), *SHORT, *COPIES,
+                      "buffer_size=2000", "learning_starts=200", "eval_freq=600", "n_eval_episodes=1",
+                      "checkpoint_freq=0", "log_interval=200"]}]
+    report = on_loopback_cluster({"runs": runs}, timeout=420)
+    assert report["codes"] == [0, 0, -9, 0, 0] and len(report["killed"]) == 2, report
+    print("seconds per run (plain, faulty, killed, resumed, atari):", report["seconds"])
     return report, dirs
 
 
@@ -101,22 +111,51 @@ def test_two_actors_on_two_nodes_write_a_normal_run_folder(short_runs, capsys):
 
 
 def test_an_actor_killed_mid_run_is_restarted_and_the_run_finishes(short_runs):
+    """Two env copies per actor: exactly n_timesteps env steps summed over copies and actors, a normal folder."""
     _, dirs = short_runs
     meta = json.loads((dirs["faulty"] / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 4000
     assert meta["distributed"]["restarts"] == 1 and len(meta["actor_restarts"]) == 1
     assert meta["actor_restarts"][0]["step"] >= 1500
+    assert sum(lane["chunks"] for lane in meta["distributed"]["lanes"]) == 40  # the lost ones asked again
+    with open(dirs["faulty"] / "train.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(500, 4001, 500))
+    with open(dirs["faulty"] / "evaluations.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1000, 2000, 3000, 4000]
+    assert (dirs["faulty"] / "model.pt").is_file()
 
 
-def test_a_killed_learner_resumes_from_its_newest_checkpoint_and_finishes(short_runs):
+def test_a_killed_learner_resumes_from_its_newest_checkpoint_with_another_actor_count_and_finishes(short_runs):
     _, dirs = short_runs
     meta = json.loads((dirs["resumed"] / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 4000
     # checkpoint_freq 1000, killed once train.csv reached 2500: from the newest checkpoint written by then.
     assert len(meta["resumed"]) == 1 and meta["resumed"][0]["step"] in (1000, 2000)
     assert meta["distributed"]["restarts"] == 0
+    # --set actors=1: the 4 saved streams (2 actors x 2 copies) closed, 2 from then on; config.yml says so.
+    assert meta["resumed"][0]["notes"] == ["actors 2 -> 1: the replay memory's 4 streams closed as truncated, "
+                                           "2 from here"]
+    assert meta["distributed"]["actors"] == 1 and meta["distributed"]["cut_streams"] == 0
+    assert "actors: 1\n" in (dirs["resumed"] / "config.yml").read_text()
     with open(dirs["resumed"] / "train.csv") as f:  # each row once: the rows after the checkpoint were cut back
         assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(500, 4001, 500))
+
+
+def test_space_invaders_with_two_actors_through_the_command_line_writes_a_folder_that_evaluate_reads(short_runs,
+                                                                                                    capsys):
+    _, dirs = short_runs
+    run_dir = dirs["atari"]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["steps"] == 600 and meta["network"] == "cnn"
+    assert [lane["chunks"] for lane in meta["distributed"]["lanes"]] == [3, 3]  # 600 env steps in chunks of 100
+    with open(run_dir / "train.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in rows] == [200, 400, 600] and rows[-1]["loss"] != ""
+    with open(run_dir / "evaluations.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [600]
+    assert main(["evaluate", str(run_dir), "--episodes", "1", "--json"]) == 0
+    evaluation = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluation["env_id"] == ATARI and evaluation["steps"] == 600 and len(evaluation["returns"]) == 1
 
 
 @pytest.mark.slow

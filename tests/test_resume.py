@@ -225,8 +225,14 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(stopped_run, tmp_p
 
 
 def test_resume_refuses_a_finished_run_and_config_changes(stopped_run, tmp_path, capsys):
+    before = snapshot(stopped_run)
     assert main(["train", "--resume", str(stopped_run), "--set", "gamma=0.5"]) == 2
-    assert "drop --set" in capsys.readouterr().err
+    assert "--set takes only actors there, not gamma" in capsys.readouterr().err
+    # actors: a distributed run's actor count only (tests/test_apex.py, tests/test_distributed.py)
+    assert main(["train", "--resume", str(stopped_run), "--set", "actors=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained in one process" in err[0]
+    assert snapshot(stopped_run) == before
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "run folder not found" in capsys.readouterr().err
 

@@ -32,7 +32,9 @@ it is written), so a window follows its own stream even when ``n_envs`` streams 
 overwrites rows oldest first, so a live row's successors are live too. A window is usable once it holds
 n rows or ends on a termination or truncation (``n_step_returns`` stops there); the newest
 rows of a stream wait. Cost: 8 more bytes per transition. ``end_stream`` closes a stream mid-episode as a
-truncation (an Ape-X actor restarted: ``qzoo.apex.ingest``).
+truncation (an Ape-X actor restarted: ``qzoo.apex.ingest``); ``restripe`` closes every stream and goes on with
+another number of them (an Ape-X run resumed with another actor count: the rows are shared by all streams, only
+each stream's bookkeeping changes).
 
 Prioritised replay (``prioritized=True``, Schaul et al. 2016): a ``SumTree`` over the transition rows,
 16 bytes per row (capacity rounded up to a power of two). A row enters with priority 0 and gets the
@@ -264,6 +266,7 @@ class ReplayBuffer:
         check_fits(self.nbytes)
         self.frame_capacity = frame_ring_size(capacity, stack, n_envs)
         store = CompressedFrames if self.compress else ArrayFrames
+        self.frames_dtype = obs_dtype
         self.frames = store(self.frame_capacity, self.frame_shape, obs_dtype)
         self.obs_frames = np.zeros((capacity, stack), dtype=_INDEX_DTYPE)
         self.next_frame = np.zeros(capacity, dtype=_INDEX_DTYPE)
@@ -368,6 +371,20 @@ class ReplayBuffer:
             ready, self._waiting[env_index] = self._waiting[env_index], []
             self.tree.update(np.array(ready, dtype=np.int64), np.full(len(ready), self.tree.max_priority))
         self._current[env_index] = None
+
+    def restripe(self, n_envs: int) -> None:
+        """Go on with ``n_envs`` streams: every stream is closed as truncated first (``end_stream``: its n-step
+        windows stop at its newest row and bootstrap there, its waiting rows get the max priority), so no new
+        stream links to an old one. The rows and the frame ring stay as they are (the ring keeps its size; a
+        checkpoint records it, so the memory restores to it)."""
+        if self.n_step > 1 and self.capacity <= self.n_step * n_envs:
+            raise ValueError(f"capacity {self.capacity} is too small for {n_envs} streams of {self.n_step}-step windows")
+        for stream in range(self.n_envs):
+            self.end_stream(stream)
+        self.n_envs = n_envs
+        self._current = [None] * n_envs
+        self._last_row = [-1] * n_envs
+        self._waiting = [[] for _ in range(n_envs)]
 
     def _admit(self, row: int, env_index: int, episode_end: bool) -> None:
         """Prioritised: rows wait at priority 0 until their n-step window is complete, then get the max
@@ -514,6 +531,7 @@ class ReplayBuffer:
                   "actions": self.actions[:rows], "rewards": self.rewards[:rows],
                   "terminated": self.terminated[:rows], "truncated": self.truncated[:rows]}
         numbers = {"capacity": self.capacity, "stack": self.stack, "frames_written": self.frames_written,
+                   "frame_capacity": self.frame_capacity,
                    "pos": self.pos, "full": self.full, "rng": self.rng.bit_generator.state,
                    "current": [None if c is None else c.tolist() for c in self._current]}
         if self.successor is not None:
@@ -537,6 +555,14 @@ class ReplayBuffer:
             ("priorities" in arrays) == (self.tree is not None))
         if not made_alike:
             raise ValueError("the saved replay memory was made with another n_step or prioritized_replay")
+        if len(numbers["current"]) != self.n_envs:
+            raise ValueError(f"the saved replay memory has {len(numbers['current'])} streams, this one {self.n_envs}")
+        # The frame ring's size depends on the stream count it was made with; a memory restriped since keeps it,
+        # and frame n lives at n % size: restore that size (checkpoints before it was saved: this memory's).
+        frame_capacity = int(numbers.get("frame_capacity", self.frame_capacity))
+        if frame_capacity != self.frame_capacity:
+            self.frame_capacity = frame_capacity
+            self.frames = type(self.frames)(frame_capacity, self.frame_shape, self.frames_dtype)
         self.frames.restore({k: v for k, v in arrays.items() if k in frame_names})
         if self.tree is not None:
             priorities = arrays["priorities"]

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the result as one JSON object")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a stopped or killed run exactly from its newest checkpoint, with its own config")
+                       help="continue a stopped or killed run exactly from its newest checkpoint, with its own config "
+                            "(a distributed run may change its actor count: --set actors=N)")
     train.add_argument("--trust-checkpoint", action="store_true",
                        help="with --resume: accept a checkpoint not signed with your key (~/.config/qzoo/checkpoint."
                             "key), e.g. copied from another machine or user; its env.pkl is a pickle, which runs code")
@@ -205,13 +206,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         changes = [flag for flag, given in [
             ("--env", args.env), ("-n", args.steps is not None), ("--seed", args.seed is not None),
-            ("--run-dir", args.run_dir), ("-c", args.config), ("--set", args.set), ("--env-kwargs", args.env_kwargs),
+            ("--run-dir", args.run_dir), ("-c", args.config), ("--env-kwargs", args.env_kwargs),
             ("--until-solved", args.until_solved), ("--deterministic", args.deterministic),
             ("--dry-run", args.dry_run), ("--from", args.source),
             ("--zoo-compatible", args.zoo_compatible), ("--track", args.track)] if given]
         if changes:
             raise QzooError(f"--resume continues a run with its own config; drop {', '.join(changes)}")
-        run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint)
+        run = training.resume(args.resume, argv=args.argv, progress=progress, trust_checkpoint=args.trust_checkpoint,
+                              overrides=cfg.parse_assignments(args.set, "--set"))
     else:
         if args.trust_checkpoint:
             raise QzooError("--trust-checkpoint goes with --resume RUN_DIR")

@@ -131,7 +131,7 @@ class DQNConfig:
     adam_eps: float = _param(1e-8, "Adam's epsilon (torch default 1e-8; Hessel 2018: 1.5e-4)", "float")
     # Ape-X-style distributed training on Ray (Horgan et al. 2018; qzoo.apex, qzoo.distributed, docs/departures.md).
     actors: int = _param(
-        0, "Ape-X actor processes on Ray (the ray extra), each with its own env and fixed epsilon "
+        0, "Ape-X actor processes on Ray (the ray extra), each stepping n_envs env copies with its own fixed epsilon "
         "0.4^(1+7i/(N-1)); the learner trains in this process. 0: today's single-process loop", "int"
     )
     actor_chunk_steps: int = _param(256, "env steps per chunk an actor sends the learner", "int")
@@ -213,8 +213,6 @@ class DQNConfig:
             (self.n_step == 1 or self.buffer_size > self.n_step, "buffer_size must be > n_step"),
             # The first gradient step needs a complete n-step window in the memory.
             (self.learning_starts >= self.n_step - 1, "learning_starts must be >= n_step - 1"),
-            # Each Ape-X actor steps one env for now (docs/departures.md); more actors give more envs.
-            (self.actors == 0 or self.n_envs == 1, "actors > 0 needs n_envs 1: each actor steps one env"),
         ]
         for ok, message in checks:
             if not ok:

@@ -5,21 +5,22 @@ checkpoints, evaluations and every command that reads a run folder work unchange
 only on that path (the ``ray`` extra); ``qzoo.apex`` holds the parts that need no Ray.
 
     actors (Ray actors, 1 CPU, 1 torch thread each)        learner (this process: the agent)
-      act eps_i-greedily in their own env   --chunk-->      ingest into its own stream of the replay memory
+      act eps_i-greedily in n_envs envs     --chunk-->      ingest into their own streams of the replay memory
       fetch weights when the version changed <--ray.put--   gradient steps under the rate limiter,
                                                             target update, evaluation, checkpoints
 
 The learner asks each actor for chunks (``Host.collect``), at most ``max_chunks_in_flight`` each, so an actor
 computes its next chunk while the learner ingests the last one and waits when the learner is behind
 (``apex.RateLimiter``). It asks for exactly the env steps left, so a run stops at ``n_timesteps`` env steps
-summed over actors, and every interval (``learning_starts``, ``train_freq``'s ratio, ``target_update_interval``,
+summed over actors and their env copies, and every interval (``learning_starts``, ``train_freq``'s ratio, ``target_update_interval``,
 ``eval_freq``, ``checkpoint_freq``, ``log_interval``) counts those summed env steps. Weights are published with
 one ``ray.put`` every ``weight_publish_seconds`` (or ``weight_publish_updates`` gradient steps); each request
 carries the newest version and its reference in a list, which Ray does not resolve, so an actor fetches the
 weights only when the version changed. Sampling stays in the learner: no minibatch crosses the network.
 Each lane's chunks are ingested in the order they were asked for (a later one can arrive first from another
-node). A dead actor is restarted by Ray (``actor_max_restarts``); its lost chunks are asked again, its stream is
-closed as truncated (``apex.ingest``) and run.json lists the restart.
+node). Actor ``i``'s copy ``k`` fills replay stream ``i * n_envs + k``. A dead actor is restarted by Ray
+(``actor_max_restarts``); its lost chunks are asked again, its streams are closed as truncated
+(``ReplayBuffer.end_stream``) and run.json lists the restart.
 """
 
 from __future__ import annotations
@@ -209,8 +210,9 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
             try:
                 chunk = ray.get(ref)
             except ray.exceptions.RayActorError:
-                # The actor died; Ray restarts it (max_restarts) with a fresh env. Its chunks are asked again;
-                # its stream in the memory is closed as truncated when the new actor's first chunk arrives.
+                # The actor died; Ray restarts it (max_restarts) with fresh envs. Its chunks are asked again; its
+                # copies' streams are closed as truncated now: the chunks before this one were ingested (in order),
+                # so each stream's newest row is where its episode was cut.
                 requested -= steps
                 if not dead[lane]:  # one death fails every chunk it had in flight: count it once
                     dead[lane] = True
@@ -219,12 +221,13 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
                         raise QzooError(f"actor {lane} died {deaths[lane]} times (actor_max_restarts "
                                         f"{c.actor_max_restarts}); its last error: {_first_line(ray, ref)}") from None
                     stats["restarts"] += 1
+                    stats["cut_streams"] += end_streams(agent.buffer, lane, c.n_envs)
                     if recorder is not None:
                         recorder.on_actor_restart(agent, lane)
                 continue
             dead[lane] = False
-            if apex.ingest(agent.buffer, chunk, lane):  # store (s, a, r, s') in D, in this actor's stream
-                stats["cut_streams"] += 1
+            # Store (s, a, r, s') in D, in this actor's streams (a resumed run's saved streams are closed here).
+            stats["cut_streams"] += apex.ingest(agent.buffer, chunk, lane * c.n_envs)
             stats["chunks"][lane] += 1
             stats["versions"][lane].append(chunk.weights_version)
             stats["nodes"][lane].add(chunk.node_id)
@@ -251,6 +254,39 @@ def _learn(ray: Any, agent: Any, actors: list, horizon: int, recorder: Any, stat
     if recorder is not None:
         recorder.on_distributed(agent, summary(stats))
     return agent
+
+
+def change_actors(agent: Any, actors: int) -> str:
+    """A resumed distributed run goes on with ``actors`` actors instead of its saved count (``qzoo train --resume RUN
+    --set actors=N``); the note for run.json.
+
+    The replay memory was saved with ``actors * n_envs`` streams: each is closed as truncated (its unfinished n-step
+    windows bootstrap at its newest row, as after an actor restart) and the memory goes on with the new count
+    (``ReplayBuffer.restripe``); its rows are kept. Lane i of N then acts with Ape-X's eps_i of the new N (a lone
+    actor: qzoo's schedule), as a run started with N actors would.
+    """
+    from qzoo import config as cfg
+
+    before = agent.config.actors
+    if before < 1 or actors < 1:
+        raise QzooError(f"--resume --set actors=N changes the actor count of a distributed run (actors >= 1), "
+                        f"not {before} to {actors}")
+    buffer = agent.buffer  # restored with the saved stream count
+    agent.config = cfg.replace(agent.config, "--set", actors=actors)
+    try:
+        buffer.restripe(agent.config.n_envs * actors)
+    except ValueError as exc:
+        raise QzooError(f"--set actors={actors}: {exc}") from None
+    return f"actors {before} -> {actors}: the replay memory's {before * agent.config.n_envs} streams closed as " \
+           f"truncated, {actors * agent.config.n_envs} from here"
+
+
+def end_streams(buffer: Any, lane: int, n_envs: int) -> int:
+    """Close lane ``lane``'s replay streams (one per env copy) that are inside an episode, as truncated; how many."""
+    streams = [s for s in range(lane * n_envs, (lane + 1) * n_envs) if not buffer.stream_at_start(s)]
+    for stream in streams:
+        buffer.end_stream(stream)
+    return len(streams)
 
 
 def _first_line(ray: Any, ref: Any) -> str:

@@ -97,11 +97,14 @@ class DQN:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
 
-        if config.n_envs > 1 and config.vec_env == "envpool":
-            self.env = make_envpool(env_id, config.n_envs, config.seed, self._env_options())
+        # An Ape-X learner (actors > 0) steps no env: its actors step the n_envs copies (qzoo.apex.Actor). Its one
+        # env gives the spaces and the checkpoint's env.pkl, so a distributed run with n_envs > 1 still resumes.
+        copies = config.n_envs if config.actors == 0 else 1
+        if copies > 1 and config.vec_env == "envpool":
+            self.env = make_envpool(env_id, copies, config.seed, self._env_options())
             space, actions = self.env.single_observation_space, self.env.single_action_space
-        elif config.n_envs > 1:
-            self.env = make_vector_env(make_env, config.n_envs, config.vec_env == "async", env_id=env_id,
+        elif copies > 1:
+            self.env = make_vector_env(make_env, copies, config.vec_env == "async", env_id=env_id,
                                        options=self._env_options(), training=True)
             space, actions = self.env.single_observation_space, self.env.single_action_space
         else:
@@ -169,8 +172,9 @@ class DQN:
 
     @property
     def exact_resume(self) -> bool:
-        """Env copies in other processes (n_envs > 1) keep state a checkpoint cannot hold."""
-        return self.config.n_envs == 1
+        """Env copies in other processes (n_envs > 1) keep state a checkpoint cannot hold. An Ape-X learner holds
+        none (its actors' envs start afresh on resume, their replay streams closed as truncated): it resumes."""
+        return self.config.n_envs == 1 or self.config.actors > 0
 
     @property
     def variant(self) -> str:
@@ -283,20 +287,25 @@ class DQN:
         return 1
 
     def _collect_vector(self, epsilon: float, recorder: Recorder | None) -> int:
-        actions = self._act_batch(self._obs, epsilon)
+        self._obs, transitions, games = self.vector_step(self._obs, epsilon)
+        for i, transition in transitions:
+            self.buffer.add(*transition, env_index=i)
+        self.num_timesteps += len(transitions)
+        for _, episode_return, length in games:
+            self._end_episode(recorder, episode_return, length)
+        return len(transitions)
+
+    def vector_step(self, obs: np.ndarray, epsilon: float) -> tuple[np.ndarray, list[tuple[int, tuple]], list]:
+        """One epsilon-greedy step of the env copies from ``obs``: the next observations, (copy, ``ReplayBuffer.add``'s
+        arguments) of each transition, and ``finished_episodes``' games. Also an Ape-X actor's step (``apex.Actor``)."""
+        actions = self._act_batch(obs, epsilon)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         true_next = final_observations(next_obs, info)  # the copies that reset show their final obs here
         # EnvPool's NEXT_STEP autoreset: a copy whose episode ended last step only reset now (no transition).
         resets = getattr(self.env, "autoresets", None)
-        copies = [i for i in range(len(actions)) if resets is None or not resets[i]]
-        for i in copies:
-            self.buffer.add(self._obs[i], int(actions[i]), float(rewards[i]), true_next[i], bool(terminated[i]),
-                            bool(truncated[i]), env_index=i)
-        self._obs = next_obs
-        self.num_timesteps += len(copies)
-        for _, episode_return, length in finished_episodes(info):
-            self._end_episode(recorder, episode_return, length)
-        return len(copies)
+        transitions = [(i, (obs[i], int(actions[i]), float(rewards[i]), true_next[i], bool(terminated[i]),
+                            bool(truncated[i]))) for i in range(len(actions)) if resets is None or not resets[i]]
+        return next_obs, transitions, finished_episodes(info)
 
     def _end_episode(self, recorder: Recorder | None, episode_return: float, length: int) -> None:
         self.num_episodes += 1

@@ -212,7 +212,10 @@ class RunRecorder:
             self.meta = read_meta(run_dir)
             self.meta.update(status="running", best=run_state.get("best"))
             self.meta.pop("error", None)
-            self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command})
+            self.meta.setdefault("resumed", []).append({"step": resume.step, "at": _now(), "command": command,
+                                                        **({"notes": notes} if notes else {})})
+            if notes:  # the config changed on resume (``training.RESUME_SETTINGS``): config.yml says what runs now
+                write_config(run_dir / "config.yml", agent.env_id, agent.config.to_dict())
         self.dir = run_dir
         self.suffix = agent.file_suffix
         self.started = time.perf_counter() - run_state.get("elapsed", 0.0)
@@ -433,11 +436,12 @@ def run_dir_of(model_path: Path) -> Path:
     return model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
 
 
-def saved_n_envs(run_dir: Path) -> int:
-    """n_envs of a run folder's config.yml (1 where it cannot be read)."""
+def saved_env_copies(run_dir: Path) -> int:
+    """Env copies the run folder's config.yml stepped in the training process: its n_envs, or 1 for an Ape-X run
+    (actors > 0: the actors step the copies) and where it cannot be read."""
     try:
-        entries = yaml.safe_load((run_dir / "config.yml").read_text())
-        return int(next(iter(entries.values())).get("n_envs", 1))
+        values = next(iter(yaml.safe_load((run_dir / "config.yml").read_text()).values()))
+        return 1 if int(values.get("actors", 0)) > 0 else int(values.get("n_envs", 1))
     except (OSError, yaml.YAMLError, AttributeError, StopIteration, TypeError, ValueError):
         return 1
 

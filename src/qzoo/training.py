@@ -7,6 +7,7 @@ and launchers (a sweep script, a distributed launcher) call the same three steps
     >>> run = start(plan, "runs/cartpole-s3")                  # builds the agent, checks memory, opens the folder
     >>> result = run.learn()                                   # trains; finished, interrupted or failed
     >>> run = resume("runs/cartpole-s3")                       # a stopped or killed run, from its newest checkpoint
+    >>> run = resume("runs/apex", overrides={"actors": 8})     # a distributed one, with another actor count
 
 Every check that can fail passes before anything in a run folder is written or changed.
 """
@@ -184,15 +185,26 @@ def start(plan: Plan, run_dir: str | Path | None = None, *, runs_root: str | Pat
     return Run(agent, recorder, run_dir)
 
 
+# What ``resume`` may change: the actor count of a distributed run (``distributed.change_actors``). Everything
+# else is the run's own config: a resumed run goes on as if it had never stopped.
+RESUME_SETTINGS = ("actors",)
+
+
 def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool | None = None,
-           trust_checkpoint: bool = False) -> "Run":
+           trust_checkpoint: bool = False, overrides: Mapping[str, Any] | None = None) -> "Run":
     """Reopen a stopped or killed run at its newest checkpoint, to go on as if it had never stopped.
 
     The folder is locked first (one writer). The checkpoint must be signed with this user's key
-    (``checkpoint.user_key``) unless ``trust_checkpoint``: its env.pkl is a pickle."""
+    (``checkpoint.user_key``) unless ``trust_checkpoint``: its env.pkl is a pickle. ``overrides``: only
+    ``RESUME_SETTINGS`` (a distributed run's ``actors``); config.yml and run.json record the change."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(RESUME_SETTINGS))
+    if unknown:
+        raise QzooError(f"--resume continues a run with its own config; --set takes only {', '.join(RESUME_SETTINGS)} "
+                        f"there, not {', '.join(unknown)}")
     from qzoo import checkpoint
     from qzoo.algos import agent_class
-    from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_n_envs
+    from qzoo.runs import RunRecorder, lock_run_dir, read_meta, saved_env_copies
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -200,7 +212,7 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
     # The writer's lock first: a run still training (or another resume) must not be read half-way, nor cut.
     lock = lock_run_dir(run_dir, shlex.join(["qzoo", *argv]) if argv is not None else None)
     try:
-        if saved_n_envs(run_dir) > 1:
+        if saved_env_copies(run_dir) > 1:
             raise QzooError(f"{run_dir} ran n_envs > 1 copies of its env, whose state is not saved: it cannot "
                             f"resume exactly; start a new run from its weights with --from {run_dir}")
         saved = checkpoint.read_latest(run_dir, trust=trust_checkpoint)
@@ -208,8 +220,16 @@ def resume(run_dir: str | Path, *, argv: list[str] | None = None, progress: bool
         if meta.get("status") == "finished":
             raise QzooError(f"{run_dir} finished its {meta.get('steps')} env steps; nothing to resume")
         agent = checkpoint.restore(agent_class(saved.state["algo"]), saved)
+        notes = []
+        if "actors" in overrides and overrides["actors"] != getattr(agent.config, "actors", None):
+            if not distributed(agent.config):
+                raise QzooError(f"{run_dir} trained in one process: --resume --set actors=N changes the actor count "
+                                f"of a distributed run only")
+            from qzoo.distributed import change_actors
+
+            notes.append(change_actors(agent, overrides["actors"]))
         check_engine(agent.config)
-        recorder = RunRecorder(run_dir, agent, argv, [], progress=progress, resume=saved, lock=lock)
+        recorder = RunRecorder(run_dir, agent, argv, notes, progress=progress, resume=saved, lock=lock)
     except BaseException:
         lock.release()
         raise

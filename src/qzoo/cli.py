@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("-c", "--config", help="YAML file of hyperparameters, as for train")
     tune.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="fixed hyperparameters (not searched)")
     tune.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--track", action="store_true",
+                      help="each trial is also a Weights & Biases run (its hyperparameters as config, its value in "
+                           "the summary), grouped by study name; WANDB_MODE=offline works without network")
+    tune.add_argument("--wandb-project", default="qzoo", help="W&B project of --track (default qzoo)")
+    tune.add_argument("--wandb-entity", help="W&B user or team of --track (default: your default entity)")
     tune.add_argument("--json", action="store_true")
 
     plot = sub.add_parser("plot", help="learning curves, score table and IQM from run folders")
@@ -405,6 +410,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for name in ("trials", "jobs", "seeds", "evaluations", "eval_episodes"):
         if getattr(args, name) < 1:
             raise QzooError(f"--{name.replace('_', '-')} must be >= 1")
+    track = None
+    if args.track:  # W&B installed? before any trial
+        from qzoo.tracking import TrackSpec, require_wandb
+
+        require_wandb()
+        track = TrackSpec(args.wandb_project, args.wandb_entity)
     overrides = cfg.parse_assignments(args.set, "--set")
     if args.steps is not None:
         overrides["n_timesteps"] = args.steps
@@ -424,7 +435,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         base=config.to_dict(), fixed=tuple(sorted(set(overrides) - {"n_timesteps", "seed"})),
         seeds=tuple(config.seed + i for i in range(args.seeds)), evaluations=args.evaluations,
         n_eval_episodes=args.eval_episodes, sampler_seed=args.seed,
-        network=network, timeout=args.timeout,
+        network=network, timeout=args.timeout, track=track, out_dir=str(out), command=tuple(args.argv),
     )
     summary = tune(spec, args.trials, args.jobs, out)
     if args.json:

@@ -34,3 +34,33 @@ def test_lines_are_at_least_30_seconds_apart_so_a_fast_run_prints_its_first_only
     lines = train_to_file(tmp_path, "30")
     assert [m.group(1) for m in map(LINE.match, lines) if m] == ["500"]
     assert sum(line.startswith("eval at step ") for line in lines) == 2  # every evaluation has its line
+
+
+# In-process runs whose stdout is pytest's capture, never a terminal: what nohup, a notebook or CI see.
+
+
+def test_tune_prints_one_line_per_finished_trial_with_its_value_the_best_so_far_and_its_hyperparameters(
+        tmp_path, capsys):
+    import json
+
+    import optuna
+
+    from qzoo.cli import main
+
+    out = tmp_path / "tune"
+    assert main(["tune", "--env", "CartPole-v1", "-n", "300", "--evaluations", "1", "--eval-episodes", "2", "--seed",
+                 "0", "--trials", "3", "--out", str(out), "--json", "--set", "torch_threads=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[-1])["trials_run"] == [0, 1, 2]
+    trials = [line for line in lines if line.startswith("trial ")]
+    assert len(trials) == 3
+    study = optuna.load_study(study_name="qzoo-dqn-CartPole-v1", storage=f"sqlite:///{out / 'study.db'}")
+    best = -float("inf")
+    for line, trial in zip(trials, study.get_trials()):
+        best = max(best, trial.value)
+        head, value, best_part, took, params = line.split(" | ")
+        assert head == f"trial {trial.number}: complete" and value == f"value {trial.value:.3f}"
+        assert best_part.startswith(f"best {best:.3f} (trial ")
+        assert re.fullmatch(r"\d+\.\d s \(elapsed \d+:\d\d:\d\d\)", took)
+        sampled = trial.user_attrs["hyperparameters"]  # each one, floats to 3 significant digits
+        assert all(f"{k}=" in params for k in sampled) and f"learning_rate={sampled['learning_rate']:.3g}" in params

@@ -18,6 +18,7 @@ import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -219,15 +220,32 @@ def run_worker(spec: TuneSpec, n_trials: int) -> list[int]:
     torch.set_num_threads(1)  # workers run side by side: one thread each
     study = open_study(spec)
     ran: list[int] = []
+    started = time.perf_counter()
 
     def note(study, trial) -> None:
         ran.append(trial.number)
-        value = f"{trial.value:.3f}" if trial.value is not None else "-"
-        print(f"trial {trial.number}: {trial.state.name.lower()} value={value}", flush=True)
+        print(trial_line(study, trial, time.perf_counter() - started), flush=True)
 
     study.optimize(lambda t: objective(t, spec), n_trials=n_trials, timeout=spec.timeout, callbacks=[note],
                    catch=())
     return ran
+
+
+def trial_line(study, trial, elapsed: float) -> str:
+    """One plain line per finished trial (the progress of ``qzoo tune``, on a terminal or in a log file):
+    its number and state, value, the study's best so far, its duration and this worker's elapsed time, then the
+    hyperparameters it sampled (as report.md lists them)."""
+    import optuna
+
+    value = f"value {trial.value:.3f}" if trial.value is not None else "value -"
+    best = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None]
+    top = max(best, key=lambda t: t.value) if best else None
+    duration = trial.duration.total_seconds() if trial.duration is not None else float("nan")
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.user_attrs.get("hyperparameters", {}).items())
+    return " | ".join([f"trial {trial.number}: {trial.state.name.lower()}", value,
+                       f"best {top.value:.3f} (trial {top.number})" if top else "best -",
+                       f"{duration:.1f} s (elapsed {timedelta(seconds=round(elapsed))})", params or "-"])
 
 
 def tune(spec: TuneSpec, n_trials: int, jobs: int, out_dir: Path) -> dict[str, Any]:

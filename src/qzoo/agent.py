@@ -21,7 +21,7 @@ import numpy as np
 from qzoo import config as cfg
 from qzoo.envs import family
 from qzoo.errors import QzooError
-from qzoo.evaluation import EvalStats, evaluate
+from qzoo.evaluation import EvalStats, StepHook, evaluate
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes start from seeds this far from training's
 _A = TypeVar("_A", bound="Agent")
@@ -71,7 +71,8 @@ class Agent(Protocol):
     def greedy_action(self, obs: Any) -> int: ...
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[Any, None]: ...
     def learn(self: _A, total_timesteps: int | None = None, recorder: Recorder | None = None) -> _A: ...
-    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats: ...
+    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None,
+                 on_step: StepHook | None = None) -> EvalStats: ...
     def initialise_from(self, other: Any) -> None: ...
     def weights_sha256(self) -> str: ...
     def save(self, path: str | Path, with_training_state: bool = False) -> None: ...
@@ -141,7 +142,8 @@ class Evaluations:
         # sets it to its recorder's stop flag, so SIGINT / SIGTERM end an evaluation within one env step.
         self.should_stop: Callable[[], bool] | None = None
 
-    def run(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
+    def run(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None,
+            on_step: StepHook | None = None) -> EvalStats:
         agent = self._agent
         if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
             raise QzooError(f"evaluate: n_episodes must be an integer >= 1, got {n_episodes!r}")
@@ -153,7 +155,8 @@ class Evaluations:
             self._env = agent.make_env(training=False)
         seed = agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed
         epsilon = agent.config.eval_epsilon if epsilon is None else epsilon
-        return evaluate(agent.greedy_action, self._env, n_episodes, seed, epsilon, should_stop=self.should_stop)
+        return evaluate(agent.greedy_action, self._env, n_episodes, seed, epsilon, should_stop=self.should_stop,
+                        on_step=on_step)
 
     def note(self, stats: EvalStats) -> bool:
         """Record a periodic evaluation; True when it beat every earlier one."""

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--epsilon", type=float, help=epsilon_help)
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint instead of the final model")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--no-progress", action="store_true",
+                          help="no per-episode lines (printed where stdout is not a terminal, as train's)")
 
     enjoy = sub.add_parser("enjoy", help="watch a trained agent play (a window, or PNG frames without a screen)",
                            description="Watch the episodes `qzoo evaluate` scores: episode i from seed + i, "
@@ -126,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("-c", "--config", help="YAML file of hyperparameters, as for train")
     tune.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="fixed hyperparameters (not searched)")
     tune.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--track", action="store_true",
+                      help="each trial is also a Weights & Biases run (its hyperparameters as config, its value in "
+                           "the summary), grouped by study name; WANDB_MODE=offline works without network")
+    tune.add_argument("--wandb-project", default="qzoo", help="W&B project of --track (default qzoo)")
+    tune.add_argument("--wandb-entity", help="W&B user or team of --track (default: your default entity)")
     tune.add_argument("--json", action="store_true")
 
     plot = sub.add_parser("plot", help="learning curves, score table and IQM from run folders")
@@ -286,12 +293,40 @@ def _check_playing(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_playing(args)
     agent, path = _load_agent(args.run, args.best, env_id=args.env)
-    stats = agent.evaluate(args.episodes, seed=args.seed, epsilon=args.epsilon)
+    # Progress anywhere, as train's: where stdout is not a terminal (nohup, a notebook, CI), plain lines.
+    lines = not (args.json or args.no_progress or sys.stdout.isatty())
+    stats = agent.evaluate(args.episodes, seed=args.seed, epsilon=args.epsilon,
+                           on_step=_episode_lines(args.episodes) if lines else None)
     report = {"env_id": agent.env_id, "model": str(path), "steps": agent.num_timesteps, **stats.to_dict()}
     _print(report, args.json,
            f"{agent.env_id}: mean {stats.mean:.2f} +/- {stats.std:.2f} over {len(stats.returns)} episodes; "
            f"result (mean - std) = {stats.result:.2f}")
     return 0
+
+
+def _episode_lines(n_episodes: int):
+    """A ``play_episodes`` hook printing one line per finished episode, with the mean so far: the first and the
+    last always, the others at least ``runs.progress_seconds()`` apart (a long Atari evaluation shows every
+    episode; a thousand CartPole ones do not flood the log)."""
+    import time
+
+    from qzoo.runs import progress_seconds
+
+    gap, returns = progress_seconds(), []
+    last: float | None = None
+
+    def on_step(event) -> None:
+        nonlocal last
+        if not event.done:
+            return
+        returns.append(event.episode_return)
+        now = time.perf_counter()
+        if last is None or len(returns) == n_episodes or now - last >= gap:
+            last = now
+            print(f"episode {len(returns)}/{n_episodes}: return {event.episode_return:.2f}, length {event.step} | "
+                  f"mean {sum(returns) / len(returns):.2f} over {len(returns)}", flush=True)
+
+    return on_step
 
 
 def cmd_enjoy(args: argparse.Namespace) -> int:
@@ -407,6 +442,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for name in ("trials", "jobs", "seeds", "evaluations", "eval_episodes"):
         if getattr(args, name) < 1:
             raise QzooError(f"--{name.replace('_', '-')} must be >= 1")
+    track = None
+    if args.track:  # W&B installed? before any trial
+        from qzoo.tracking import TrackSpec, require_wandb
+
+        require_wandb()
+        track = TrackSpec(args.wandb_project, args.wandb_entity)
     overrides = cfg.parse_assignments(args.set, "--set")
     if args.steps is not None:
         overrides["n_timesteps"] = args.steps
@@ -426,7 +467,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         base=config.to_dict(), fixed=tuple(sorted(set(overrides) - {"n_timesteps", "seed"})),
         seeds=tuple(config.seed + i for i in range(args.seeds)), evaluations=args.evaluations,
         n_eval_episodes=args.eval_episodes, sampler_seed=args.seed,
-        network=network, timeout=args.timeout,
+        network=network, timeout=args.timeout, track=track, out_dir=str(out), command=tuple(args.argv),
     )
     summary = tune(spec, args.trials, args.jobs, out)
     if args.json:

@@ -33,7 +33,7 @@ from qzoo.agent import Evaluations, Recorder, check_observation, predict_actions
 from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError, TrainingDiverged
-from qzoo.evaluation import EvalStats
+from qzoo.evaluation import EvalStats, StepHook
 from qzoo.fast_updates import FlatMLPUpdates, flat_mlp_eligible, target_copy, training_memory_format
 from qzoo.files import atomic_write
 from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
@@ -454,9 +454,10 @@ class DQN:
                 break
         return self
 
-    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
+    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None,
+                 on_step: StepHook | None = None) -> EvalStats:
         """Full episodes on an evaluation env (real scores); seeds differ from training's."""
-        return self.evaluations.run(n_episodes, seed, epsilon)
+        return self.evaluations.run(n_episodes, seed, epsilon, on_step)
 
     def close(self) -> None:
         """Close the training and evaluation envs (async env copies are subprocesses)."""

@@ -88,13 +88,16 @@ class StepEvent:
     capped: bool = False
 
 
+StepHook = Callable[[StepEvent], None]  # what a command shows of the episodes it plays
+
+
 def play_episodes(
     greedy_action: Callable[[np.ndarray], int],
     env: gym.Env,
     n_episodes: int,
     seed: int,
     epsilon: float = 0.0,
-    on_step: Callable[[StepEvent], None] | None = None,
+    on_step: StepHook | None = None,
     max_steps: int | None = None,
     max_episode_steps: int | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -163,8 +166,10 @@ def evaluate(
     seed: int,
     epsilon: float = 0.0,
     should_stop: Callable[[], bool] | None = None,
+    on_step: StepHook | None = None,
 ) -> EvalStats:
-    """Play ``n_episodes`` full episodes (``play_episodes`` without a hook), each ending at the latest at
-    ``episode_step_cap(env)``: the real score."""
-    return play_episodes(greedy_action, env, n_episodes, seed, epsilon, max_episode_steps=episode_step_cap(env),
-                         should_stop=should_stop)
+    """Play ``n_episodes`` full episodes (``play_episodes``), each ending at the latest at
+    ``episode_step_cap(env)``: the real score. ``on_step`` sees them as ``play_episodes``' hook does (``qzoo
+    evaluate``'s progress lines)."""
+    return play_episodes(greedy_action, env, n_episodes, seed, epsilon, on_step=on_step,
+                         max_episode_steps=episode_step_cap(env), should_stop=should_stop)

@@ -26,7 +26,7 @@ from qzoo import config as cfg
 from qzoo.agent import Evaluations, Recorder, predict_actions, resolve_config
 from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError
-from qzoo.evaluation import EvalStats
+from qzoo.evaluation import EvalStats, StepHook
 from qzoo.files import atomic_write
 from qzoo.periodic import PeriodicWork
 from qzoo.schedules import exponential_schedule, linear_schedule
@@ -148,9 +148,10 @@ class QLearning:
                 break
         return self
 
-    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None) -> EvalStats:
+    def evaluate(self, n_episodes: int, seed: int | None = None, epsilon: float | None = None,
+                 on_step: StepHook | None = None) -> EvalStats:
         """Greedy play on a separate env; episode i starts from seed + i."""
-        return self.evaluations.run(n_episodes, seed, epsilon)
+        return self.evaluations.run(n_episodes, seed, epsilon, on_step)
 
     def close(self) -> None:
         self.env.close()

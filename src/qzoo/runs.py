@@ -238,7 +238,7 @@ class RunRecorder:
         self._recent: list[float] = list(run_state.get("recent", []))
         # Progress anywhere: where stdout is not a terminal (`> train.log`, nohup, a notebook, CI), plain lines.
         self.progress_lines = progress is None and not sys.stdout.isatty()
-        self.progress_seconds = float(os.environ.get("QZOO_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        self.progress_seconds = progress_seconds()
         self._last_line: float | None = None
 
     def _elapsed(self) -> float:
@@ -374,6 +374,19 @@ class RunRecorder:
 
 
 PROGRESS_SECONDS = 30.0  # the shortest gap between two progress lines ($QZOO_PROGRESS_SECONDS)
+
+
+def progress_seconds() -> float:
+    """The shortest gap between two plain progress lines (train's steps, evaluate's episodes): $QZOO_PROGRESS_SECONDS,
+    else ``PROGRESS_SECONDS``."""
+    text = os.environ.get("QZOO_PROGRESS_SECONDS", str(PROGRESS_SECONDS))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:
+        raise QzooError(f"QZOO_PROGRESS_SECONDS must be a number of seconds >= 0, got {text!r}")
+    return seconds
 
 
 def _duration(seconds: float) -> str:

@@ -18,6 +18,7 @@ import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -104,19 +105,25 @@ class TuneSpec:
     sampler_seed: int | None
     network: str = "mlp"
     timeout: float | None = None
+    track: Any = None  # a ``tracking.TrackSpec``: each trial is also a W&B run (``--track``)
+    out_dir: str = "."  # the tuning folder; W&B runs of ``--track`` go to its wandb/
+    command: tuple[str, ...] = ()  # the command line, for the W&B runs' notes
 
 
 class _TrialRecorder:
-    """Feeds periodic evaluations to Optuna's pruner; the rest of a run's reports are dropped."""
+    """Feeds periodic evaluations to Optuna's pruner (and to the trial's W&B run under ``--track``); the rest of
+    a run's reports are dropped."""
 
     stop_requested = 0  # trials are stopped by Optuna, never by a signal handler of ours
 
-    def __init__(self, trial):
-        self.trial = trial
+    def __init__(self, trial, tracked=None):
+        self.trial, self.tracked = trial, tracked
 
     def on_evaluation(self, agent, stats, improved) -> None:
         import optuna
 
+        if self.tracked is not None:  # before the pruner may stop the trial: W&B sees its last evaluation too
+            self.tracked.on_evaluation(agent.num_timesteps, stats)
         self.trial.report(stats.result, agent.num_timesteps)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at env step {agent.num_timesteps}")
@@ -137,21 +144,40 @@ def objective(trial, spec: TuneSpec) -> float:
     values = {**spec.base, **sampled, "eval_freq": max(n_timesteps // spec.evaluations, 1),
               "n_eval_episodes": spec.n_eval_episodes, "stop_reward": None, "checkpoint_freq": 0}
     trial.set_user_attr("hyperparameters", {k: values[k] for k in sorted(sampled)})
-    results = []
-    for i, seed in enumerate(spec.seeds):
-        config = cfg.build({**values, "seed": seed}, f"trial {trial.number}", cfg.SCHEMAS[spec.algo])
-        try:
-            agent = agent_class(spec.algo)(spec.env_id, config)
-        except QzooError as exc:  # a sampled value against a fixed one, e.g. n_step 5 with --set learning_starts=0
-            raise optuna.TrialPruned(str(exc)) from None
-        try:
-            agent.learn(recorder=_TrialRecorder(trial) if i == 0 else None)
-        except TrainingDiverged as exc:
-            raise optuna.TrialPruned(f"diverged: {exc}") from None
-        stats = agent.evaluate(spec.n_eval_episodes)
-        results.append(stats.result)
-        trial.set_user_attr(f"result_seed_{seed}", stats.result)
-    return float(np.mean(results))
+    tracked = None
+    if spec.track is not None:
+        from qzoo.tracking import TrackedTrial
+
+        tracked = TrackedTrial(spec.track, Path(spec.out_dir), spec.study_name, trial.number,
+                               {"env_id": spec.env_id, "algo": spec.algo, "seeds": list(spec.seeds),
+                                "sampled": sorted(sampled), **values}, list(spec.command))
+    results: dict[str, float] = {}
+    state, value, reason = "fail", None, None
+    try:
+        for i, seed in enumerate(spec.seeds):
+            config = cfg.build({**values, "seed": seed}, f"trial {trial.number}", cfg.SCHEMAS[spec.algo])
+            try:
+                agent = agent_class(spec.algo)(spec.env_id, config)
+            except QzooError as exc:  # a sampled value against a fixed one, e.g. n_step 5 with --set learning_starts=0
+                raise optuna.TrialPruned(str(exc)) from None
+            try:
+                agent.learn(recorder=_TrialRecorder(trial, tracked) if i == 0 else None)
+            except TrainingDiverged as exc:
+                raise optuna.TrialPruned(f"diverged: {exc}") from None
+            stats = agent.evaluate(spec.n_eval_episodes)
+            results[f"result_seed_{seed}"] = stats.result
+            trial.set_user_attr(f"result_seed_{seed}", stats.result)
+        state, value = "complete", float(np.mean(list(results.values())))
+        return value
+    except optuna.TrialPruned as exc:
+        state, reason = "pruned", str(exc)
+        raise
+    except BaseException as exc:  # Ctrl-C, a crash: the W&B run still ends, marked failed
+        reason = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc) else "")
+        raise
+    finally:
+        if tracked is not None:
+            tracked.finish(state, value, results, reason)
 
 
 def redact(url: str) -> str:
@@ -194,15 +220,32 @@ def run_worker(spec: TuneSpec, n_trials: int) -> list[int]:
     torch.set_num_threads(1)  # workers run side by side: one thread each
     study = open_study(spec)
     ran: list[int] = []
+    started = time.perf_counter()
 
     def note(study, trial) -> None:
         ran.append(trial.number)
-        value = f"{trial.value:.3f}" if trial.value is not None else "-"
-        print(f"trial {trial.number}: {trial.state.name.lower()} value={value}", flush=True)
+        print(trial_line(study, trial, time.perf_counter() - started), flush=True)
 
     study.optimize(lambda t: objective(t, spec), n_trials=n_trials, timeout=spec.timeout, callbacks=[note],
                    catch=())
     return ran
+
+
+def trial_line(study, trial, elapsed: float) -> str:
+    """One plain line per finished trial (the progress of ``qzoo tune``, on a terminal or in a log file):
+    its number and state, value, the study's best so far, its duration and this worker's elapsed time, then the
+    hyperparameters it sampled (as report.md lists them)."""
+    import optuna
+
+    value = f"value {trial.value:.3f}" if trial.value is not None else "value -"
+    best = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None]
+    top = max(best, key=lambda t: t.value) if best else None
+    duration = trial.duration.total_seconds() if trial.duration is not None else float("nan")
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.user_attrs.get("hyperparameters", {}).items())
+    return " | ".join([f"trial {trial.number}: {trial.state.name.lower()}", value,
+                       f"best {top.value:.3f} (trial {top.number})" if top else "best -",
+                       f"{duration:.1f} s (elapsed {timedelta(seconds=round(elapsed))})", params or "-"])
 
 
 def tune(spec: TuneSpec, n_trials: int, jobs: int, out_dir: Path) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """How many CPU threads torch gets, and how its OpenMP threads wait: a policy that must hold on a loaded host.
 
 Measured on a 2-core host (issue 16): ``qzoo train --algo rainbow`` on CartPole beside one busy process ran 74
-env steps/s with torch's defaults, 140 with one thread and 206 with ``OMP_WAIT_POLICY=PASSIVE``. With the default
-(active) policy an OpenMP worker that finished its share of a parallel region spins on its core until the next
-region starts; when another process wants that core, the spinning thread and the process take turns and the
+env steps/s with torch's defaults, 140 with one thread and 206 with ``OMP_WAIT_POLICY=PASSIVE``. By default an
+OpenMP worker that finished its share of a parallel region spins on its core for a while (libgomp, which torch's
+wheels ship: GOMP_SPINCOUNT iterations) waiting for the next region; when another process wants that core, the spinning thread and the process take turns and the
 region's other half waits for the time slice. PASSIVE threads sleep instead, so a busy neighbour costs one core,
 not the whole team. OpenMP reads the variable once, when its runtime starts (the first ``import torch``), so it has
 to be in ``os.environ`` before that: ``qzoo/__init__.py`` calls ``prefer_passive_omp_wait`` first thing, which
 covers ``import qzoo``, ``import qzoo.cli`` and the ``qzoo`` command. Where torch was imported before qzoo (a
-notebook that imported torch first) the runtime has already read it and nothing changes.
+notebook that imported torch first) the runtime has already read it and nothing changes. To measure OpenMP's own
+default again, set the variable to an empty string: qzoo keeps it, and libgomp warns once and uses its default.
 """
 
 from __future__ import annotations

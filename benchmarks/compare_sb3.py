@@ -298,12 +298,17 @@ def compare(task: str, steps: int, warmup: int, rounds: int, threads: int, burne
     out = summarise(runs["alone"])
     if burners:
         loaded = summarise(runs["load"])
-        cores = usable_cpus()
-        share = loaded["qzoo_sps"]["median"] / out["qzoo_sps"]["median"]
-        free = cores - burners
-        out["load"] = {**loaded, "burners": burners, "cores": cores, "qzoo_load_share": round(share, 3),
-                       "qzoo_share_per_free_core": round(share * cores / free, 3) if free > 0 else None}
+        out["load"] = {**loaded, **load_shares(out["qzoo_sps"]["median"], loaded["qzoo_sps"]["median"], usable_cpus(),
+                                               burners)}
     return out
+
+
+def load_shares(alone: float, loaded: float, cores: int, burners: int) -> dict:
+    """qzoo's loaded throughput as a share of its alone throughput, raw and per free core: with ``burners`` of
+    ``cores`` taken, a fair share of the alone figure is (cores - burners) / cores of it."""
+    share, free = loaded / alone, cores - burners
+    return {"burners": burners, "cores": cores, "qzoo_load_share": round(share, 3),
+            "qzoo_share_per_free_core": round(share * cores / free, 3) if free > 0 else None}
 
 
 def main() -> int:

@@ -98,7 +98,12 @@ class DQNConfig:
         "auto", "network arithmetic: auto uses bfloat16 autocast for the CNN where the CPU or GPU has native "
         "bfloat16, float32 elsewhere", "str", ("auto", "float32", "bfloat16"),
     )
-    torch_threads: int = _param(0, "torch CPU threads (0: one per core; measured faster than 1 here)", "int")
+    torch_threads: int = _param(
+        0, "torch CPU threads. 0: one per physical core among the CPUs this process may use (its affinity set, "
+        "qzoo.threads.resolve_torch_threads); busy cores are not subtracted. qzoo sets OMP_WAIT_POLICY=PASSIVE "
+        "before torch loads unless already set, so that idle threads sleep instead of spinning beside other "
+        "processes (docs/departures.md)", "int"
+    )
     manual_mlp_step: bool = _param(
         True, "plain MLP with Adam: the gradient steps computed by hand (qzoo.mlp_step: the same arithmetic on flat "
         "buffers, no autograd graph, the target values of a train_freq burst in one pass; RL-Zoo's CartPole 2.8x "

@@ -195,9 +195,9 @@ def planned_count(grids: Sequence[Grid], env_id: str, name: str) -> int:
 
 def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
     pairs = runs_by(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     if not pairs:
-        return text + not_run_text(grids)
+        return commands_text(grids) + "\n" + not_run_text(grids)
+    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         anchor = anchors["envs"].get(env_id) or {}
@@ -211,8 +211,7 @@ def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     text += table(["env", "algorithm", "seeds finished", "final score, mean [95% CI]",
                    "final mean - std, mean [95% CI]", "RL-Zoo DQN (one run, mean +/- std)",
                    "wall-clock per run, median (min-max)", "CPU"], rows)
-    text += f"\nAnchor: {anchors['source']} {anchors['how_read']}\n\n"
-    return text + figures([r for _, r in pairs], figure_dir / "classic", page, ["double_q"])
+    return text + "\n" + figures([r for _, r in pairs], figure_dir / "classic", page, ["double_q"])
 
 
 def first_pass(run: plotting.RunData, mark: float) -> tuple[float, float] | None:
@@ -225,9 +224,9 @@ def first_pass(run: plotting.RunData, mark: float) -> tuple[float, float] | None
 
 def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
     pairs = runs_by(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     if not pairs:
-        return text + not_run_text(grids)
+        return commands_text(grids) + "\n" + not_run_text(grids)
+    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     mark, rows = float(anchors["mark"]), []
     for grid, run in sorted(pairs, key=lambda p: (p[0].name, p[1].config.get("seed", 0))):
         meta, evals = meta_of(grid, run), run.evaluations
@@ -244,7 +243,6 @@ def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir
                      wall_clock([meta]), cpu_text([meta])])
     text += table(["recipe", "algorithm", "seed", "mark first passed at env step", "at minute",
                    "final mean +/- std (10 games)", "final mean - std", "wall-clock", "CPU"], rows)
-    text += f"\nThe mark: {anchors['source']} {anchors['how_read']}\n\n"
     path = course_figure(grids, mark, figure_dir / "spaceinvaders")
     return text + f"![course mark curves]({relative(path, page)})\n"
 
@@ -284,9 +282,9 @@ def course_figure(grids: Sequence[Grid], mark: float, folder: Path) -> Path:
 
 def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
     pairs = runs_by(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     if not pairs:
-        return text + not_run_text(grids)
+        return commands_text(grids) + "\n" + not_run_text(grids)
+    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         game = stats.atari_game(env_id)
@@ -308,15 +306,14 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
     text += "\n" + "\n".join(
         f"IQM of human-normalised final scores, {label}, {len(games)} games ({', '.join(games)}): "
         f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)" for label, (point, lo, hi, _) in iqm.items())
-    text += f"\n\nAnchor: {anchors['source']} {anchors['how_read']}\n\n"
-    return text + figures([r for _, r in pairs], figure_dir / "atari100k", page, [])
+    return text + "\n\n" + figures([r for _, r in pairs], figure_dir / "atari100k", page, [])
 
 
 def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
     pairs = runs_by(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     if not pairs:
-        return text + not_run_text(grids)
+        return commands_text(grids) + "\n" + not_run_text(grids)
+    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         game = env_id.split("/")[-1].split("-v")[0]
@@ -328,8 +325,29 @@ def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
                      wall_clock([meta_of(g, r) for g, r in members]), cpu_text([meta_of(g, r) for g, r in members])])
     text += table(["game", "algorithm", "seeds finished", "final score, mean [95% CI]",
                    "Young & Tian 2019 DQN at 1M frames", "wall-clock per run", "CPU"], rows)
-    text += f"\nAnchor: {anchors['source']} {anchors['how_read']}\n\n"
-    return text + figures([r for _, r in pairs], figure_dir / "minatar", page, [])
+    return text + "\n" + figures([r for _, r in pairs], figure_dir / "minatar", page, [])
+
+
+def anchor_text(block: str, anchors: dict) -> str:
+    """The block's published figures as anchors.yml gives them, with where and how each was read: on the page
+    whether or not the block has run."""
+    def number(value: Any) -> str:
+        return "not read (see below)" if value is None else f"{value:g}"
+
+    if block == "classic":
+        rows = [[env, a["algo"], f"{a['mean']:.3f} +/- {a['std']:.3f}", f"{a['n_timesteps']:,}", a["eval_episodes"]]
+                for env, a in anchors["envs"].items()]
+        text = table(["env", "RL-Zoo algo", "mean_reward +/- std_reward", "n_timesteps", "eval episodes"], rows)
+    elif block == "atari100k":
+        rows = [[game, "-" if a.get("der") is None else f"{a['der']:g}", f"{a['random']:g}", f"{a['human']:g}", a.get("note", "")]
+                for game, a in anchors["games"].items()]
+        text = table(["game", "DER (van Hasselt et al. 2019)", "random", "human", "note"], rows)
+    elif block == "minatar":
+        rows = [[game, number(a.get("dqn"))] for game, a in anchors["games"].items()]
+        text = table(["game", "Young & Tian 2019 DQN at 1M frames"], rows)
+    else:
+        text = f"The course mark: mean - std >= {anchors['mark']:g} over {anchors['episodes']} full games.\n"
+    return f"Anchor:\n\n{text}\nSource: {anchors['source']}\n\nHow it was read: {anchors['how_read']}\n"
 
 
 BUILDERS = {"classic": classic_block, "spaceinvaders": spaceinvaders_block, "atari100k": atari100k_block,
@@ -371,13 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     for block in blocks.BLOCKS:
         grids = [read_grid(block, path, results) for path in blocks.grids(block)]
         all_grids += grids
-        text = text.replace("{{" + block + "}}", BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip())
+        section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
+        text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
     missing = [g for g in all_grids if g.status != "complete"]
     cluster = "\n".join(f"{g.command} --address auto    # {g.status}" for g in missing)
     text = text.replace("{{not_run}}", f"```\n{cluster}\n```" if missing else "Every block's grid is complete.")
     finished = sum(len(g.finished) for g in all_grids)
-    text = text.replace("{{generated}}", f"Runs finished: {finished} of {sum(len(g.planned) for g in all_grids)} "
-                        f"started ({sum(1 for g in all_grids if g.planned)} of {len(all_grids)} grids started).")
+    started = sum(1 for g in all_grids if g.planned)
+    text = text.replace("{{generated}}", f"Grids started: {started} of {len(all_grids)}; runs finished: {finished} of "
+                        f"the {sum(len(g.planned) for g in all_grids)} that the started grids hold.")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text.rstrip() + "\n")
     Path(args.summary).write_text(json.dumps(summary(all_grids), indent=1) + "\n")

@@ -14,6 +14,7 @@ finished run says "not run yet" with its command. Intervals: ``qzoo.stats.bootst
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import os
@@ -214,6 +215,12 @@ def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     return text + "\n" + figures([r for _, r in pairs], figure_dir / "classic", page, ["double_q"])
 
 
+def evaluation_stds(run_dir: Path) -> list[float]:
+    """evaluations.csv's std column (``qzoo.plotting.RunData`` keeps mean and result, not std)."""
+    with open(run_dir / "evaluations.csv", newline="") as f:
+        return [float(row["std"]) for row in csv.DictReader(f) if row.get("std") not in (None, "")]
+
+
 def first_pass(run: plotting.RunData, mark: float) -> tuple[float, float] | None:
     """(env step, seconds) of the first evaluation whose mean - std reaches ``mark``."""
     for step, seconds, result in zip(run.evaluations["step"], run.evaluations["time"], run.evaluations["result"]):
@@ -230,8 +237,8 @@ def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir
     mark, rows = float(anchors["mark"]), []
     for grid, run in sorted(pairs, key=lambda p: (p[0].name, p[1].config.get("seed", 0))):
         meta, evals = meta_of(grid, run), run.evaluations
-        std = plotting._read_csv(run.path / "evaluations.csv", ["std"])["std"]
-        final = f"{evals['mean'][-1]:.1f} +/- {std[-1]:.1f}" if evals["mean"].size else "-"
+        std = evaluation_stds(run.path)
+        final = f"{evals['mean'][-1]:.1f} +/- {std[-1]:.1f}" if evals["mean"].size and std else "-"
         passed = first_pass(run, mark)
         if passed:
             when, minute = f"{passed[0]:,.0f}", minutes(passed[1])
@@ -305,7 +312,8 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
     games = sorted({stats.atari_game(r.env_id) for _, r in pairs})
     text += "\n" + "\n".join(
         f"IQM of human-normalised final scores, {label}, {len(games)} games ({', '.join(games)}): "
-        f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)" for label, (point, lo, hi, _) in iqm.items())
+        f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)"
+        for label, (point, lo, hi, _) in iqm.items())
     return text + "\n\n" + figures([r for _, r in pairs], figure_dir / "atari100k", page, [])
 
 
@@ -339,7 +347,8 @@ def anchor_text(block: str, anchors: dict) -> str:
                 for env, a in anchors["envs"].items()]
         text = table(["env", "RL-Zoo algo", "mean_reward +/- std_reward", "n_timesteps", "eval episodes"], rows)
     elif block == "atari100k":
-        rows = [[game, "-" if a.get("der") is None else f"{a['der']:g}", f"{a['random']:g}", f"{a['human']:g}", a.get("note", "")]
+        rows = [[game, "-" if a.get("der") is None else f"{a['der']:g}", f"{a['random']:g}", f"{a['human']:g}",
+                 a.get("note", "")]
                 for game, a in anchors["games"].items()]
         text = table(["game", "DER (van Hasselt et al. 2019)", "random", "human", "note"], rows)
     elif block == "minatar":

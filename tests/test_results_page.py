@@ -148,3 +148,21 @@ def test_summary_holds_each_runs_metadata_and_its_train_command(page):
     assert first["seed"] == 0 and first["status"] == "finished" and first["versions"]["torch"] == "2.13.0"
     assert first["train_command"] == "qzoo train --env CartPole-v1 --algo dqn --set double_q=false seed=0"
     assert runs[3]["status"] == "missing" and page["summary"]["minatar/dqn"]["status"] == "not run yet"
+
+
+def test_run_py_hands_each_grid_of_a_block_to_qzoo_sweep_and_all_runs_every_block(monkeypatch, tmp_path):
+    import qzoo.cli
+
+    calls = []
+    monkeypatch.setattr(qzoo.cli, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)  # run.py moves to the repository root; monkeypatch moves back
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # run.py sets it where unset: keep the change inside this test
+    run = load("run")
+    assert run.main(["classic", "--address", "auto"]) == 0
+    assert calls == [["sweep", "--grid", "benchmarks/results/classic/dqn.yml", "--out", "results/classic/dqn",
+                      "--address", "auto"],
+                     ["sweep", "--grid", "benchmarks/results/classic/rainbow.yml", "--out", "results/classic/rainbow",
+                      "--address", "auto"]]
+    calls.clear()
+    assert run.main(["all"]) == 0
+    assert [c[2] for c in calls] == [f"benchmarks/results/{b}/{g.name}" for b in run.BLOCKS for g in run.grids(b)]

@@ -377,7 +377,7 @@ def summary(grids: Sequence[Grid]) -> dict[str, Any]:
                          "seed": overrides.get("seed"), "status": meta.get("status", "missing"),
                          "train_command": f"qzoo train --env {spec['env_id']} --algo {spec['algo']} --set {settings}",
                          **{k: meta.get(k) for k in ("variant", "versions", "machine", "started", "ended", "seconds",
-                                                      "steps", "best")}})
+                                                      "steps", "best", "resumed")}})
         out[f"{grid.block}/{grid.name}"] = {"command": grid.command, "grid": grid.path.relative_to(ROOT).as_posix(),
                                             "written_by": grid.other_command or grid.command if grid.planned else None,
                                             "status": grid.status, "runs": runs}

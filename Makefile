@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-extras-stamp
 
-.PHONY: install demo test test-fast clean postgres
+.PHONY: install demo test test-fast clean postgres results results-page
 
 install: $(STAMP)
 
@@ -39,6 +39,23 @@ postgres:
 
 test-fast: install $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# docs/results.md's blocks (benchmarks/results/): make results BLOCK=classic|spaceinvaders|atari100k|minatar, or every
+# block one after the other. Each grid is a qzoo sweep into results/BLOCK/GRID: the same command again runs only what
+# is missing and resumes unfinished runs. ADDRESS=auto runs on the Ray cluster this machine belongs to.
+BLOCK ?= all
+RAY_STAMP := $(VENV)/.ray-extra-stamp
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	touch $(RAY_STAMP)
+
+results: install $(RAY_STAMP)
+	$(BIN)/python benchmarks/results/run.py $(BLOCK) $(if $(ADDRESS),--address $(ADDRESS))
+
+# docs/results.md, its figures and benchmarks/results/summary.json from whatever the sweep folders hold.
+results-page: install
+	$(BIN)/python benchmarks/results/page.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -37,6 +37,7 @@ def test_train_writes_a_complete_run_folder(cartpole_run):
     assert meta["status"] == "finished" and meta["steps"] == 1000
     assert meta["command"].startswith("qzoo train --env CartPole-v1")
     assert meta["versions"]["torch"].startswith("2.13.0")
+    assert meta["machine"]["cpu"] and meta["machine"]["cpus"] >= 1  # docs/results.md's CPU column
     with open(cartpole_run / "episodes.csv") as f:
         episodes = list(csv.DictReader(f))
     assert len(episodes) >= 1 and all(float(e["return"]) > 0 for e in episodes)

@@ -2,7 +2,7 @@
 
     runs/<name>/
         config.yml          resolved hyperparameters, keyed by env id (reusable with ``qzoo train -c``)
-        run.json            algo, env id, the command, library versions, start and end times, status
+        run.json            algo, env id, the command, library versions, the CPU, start and end times, status
         episodes.csv        one row per finished training game: real (unclipped) score and length
         train.csv           every log_interval env steps: epsilon, mean loss, env steps per second
         evaluations.csv     every eval_freq env steps: mean, std and result = mean - std
@@ -142,6 +142,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def machine() -> dict[str, Any]:
+    """The CPU a run trained on (its model name and the CPUs this process may use): wall-clock times in a results
+    table mean little without it. Linux reads /proc/cpuinfo; elsewhere ``platform.processor()``."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cpus": usable}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -202,6 +215,7 @@ class RunRecorder:
                 "env_id": agent.env_id,
                 "command": command,
                 "versions": library_versions(),
+                "machine": machine(),
                 "started": _now(),
                 "status": "running",
                 "notes": notes,

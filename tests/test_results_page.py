@@ -1,0 +1,168 @@
+"""benchmarks/results/page.py: docs/results.md from sweep folders, on fake run folders written here (no training).
+
+A fake run folder holds what the generator and ``qzoo plot`` read: run.json (env id, variant, status, seconds,
+versions, machine), config.yml (keyed by env id) and evaluations.csv.
+"""
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qzoo import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"results_{name}", RESULTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # page.py's dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(folder: Path, env_id: str, variant: str, seed: int, evaluations: list[tuple[int, float, float, float]],
+             seconds: float, **config) -> None:
+    """A finished run: ``evaluations`` rows are (env step, seconds, mean, std)."""
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({
+        "algo": "dqn", "env_id": env_id, "variant": variant, "status": "finished", "seconds": seconds,
+        "steps": evaluations[-1][0], "versions": {"qzoo": "test", "torch": "2.13.0"},
+        "machine": {"cpu": "Test CPU 9000", "cpus": 2}, "command": None}))
+    (folder / "config.yml").write_text(yaml.safe_dump({env_id: {"seed": seed, **config}}))
+    rows = ["step,episodes,mean,std,result,time"]
+    rows += [f"{step},10,{mean},{std},{mean - std},{time}" for step, time, mean, std in evaluations]
+    (folder / "evaluations.csv").write_text("\n".join(rows) + "\n")
+
+
+def fake_sweep(out: Path, runs: list[dict]) -> None:
+    out.mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps({"runs": runs, "command": None}))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """Classic DQN / Double DQN on CartPole (2 seeds each, one Double DQN seed unfinished), the Space Invaders
+    course recipe (one seed passes the mark, one does not), Atari 100k DER on two games; everything else absent."""
+    root = tmp_path_factory.mktemp("results")
+    results = root / "results"
+    classic = results / "classic" / "dqn"
+    specs = []
+    for double_q in (False, True):
+        for seed in (0, 1):
+            name = f"dqn-CartPole-v1-double_q={str(double_q).lower()}-s{seed}"
+            specs.append({"name": name, "env_id": "CartPole-v1", "algo": "dqn",
+                          "overrides": {"double_q": double_q, "seed": seed}})
+    fake_sweep(classic, specs)
+    scores = {specs[0]["name"]: 500.0, specs[1]["name"]: 400.0, specs[2]["name"]: 300.0}
+    for name, score in scores.items():
+        fake_run(classic / name, "CartPole-v1", "dqn", int(name[-1]), [(25000, 20.0, 100.0, 5.0),
+                 (50000, 60.0, score, 10.0)], seconds=60.0 + score / 10, double_q="true" in name)
+    (classic / specs[3]["name"]).mkdir()  # started, killed before its run.json: not finished
+
+    course = results / "spaceinvaders" / "course"
+    fake_sweep(course, [{"name": f"dqn-SI-s{s}", "env_id": "SpaceInvadersNoFrameskip-v4", "algo": "dqn",
+                         "overrides": {"double_q": False, "seed": s}} for s in (0, 1)])
+    fake_run(course / "dqn-SI-s0", "SpaceInvadersNoFrameskip-v4", "dqn", 0,
+             [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 320.0, 90.0), (150000, 2400.0, 350.0, 100.0)],
+             seconds=2400.0, double_q=False)
+    fake_run(course / "dqn-SI-s1", "SpaceInvadersNoFrameskip-v4", "dqn", 1,
+             [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 230.0, 60.0)], seconds=1500.0, double_q=False)
+
+    der = results / "atari100k" / "der"
+    games = {"BreakoutNoFrameskip-v4": (3.0, 5.0), "PongNoFrameskip-v4": (-18.0, -15.0)}
+    fake_sweep(der, [{"name": f"der-{env}-s{s}", "env_id": env, "algo": "der", "overrides": {"seed": s}}
+                     for env in games for s in (0, 1)])
+    for env, pair in games.items():
+        for seed, score in enumerate(pair):
+            fake_run(der / f"der-{env}-s{seed}", env, "der", seed, [(100000, 900.0, score, 1.0)], seconds=900.0)
+
+    out, summary = root / "docs" / "results.md", root / "summary.json"
+    assert load("page").main(["--results", str(results), "--out", str(out), "--figures",
+                              str(root / "docs" / "figures" / "results"), "--summary", str(summary)]) == 0
+    return {"text": out.read_text(), "summary": json.loads(summary.read_text()), "root": root}
+
+
+def row(text: str, *cells: str) -> list[str]:
+    """The table rows that start with ``cells``."""
+    start = "| " + " | ".join(cells) + " |"
+    return [line for line in text.splitlines() if line.startswith(start)]
+
+
+def test_classic_rows_give_finished_seeds_and_bootstrap_intervals_over_them_with_the_rl_zoo_anchor(page):
+    text = page["text"]
+    assert "| env | algorithm | seeds finished | final score, mean [95% CI] | final mean - std, mean [95% CI] |" in text
+    mean, low, high = stats.bootstrap_ci([500.0, 400.0])
+    (dqn,) = row(text, "CartPole-v1", "DQN", "2 of 2")
+    assert f"{mean:.1f} [{low:.1f}, {high:.1f}]" in dqn and "450.0 [400.0, 500.0]" in dqn
+    assert "500.00 +/- 0.00" in dqn and "Test CPU 9000, 2 CPUs" in dqn and "1.8 min (1.7-1.8)" in dqn
+    (double,) = row(text, "CartPole-v1", "Double DQN", "1 of 2")  # the unfinished seed is not in the table
+    assert "300.0 [300.0, 300.0]" in double and "290.0 [290.0, 290.0]" in double
+    assert "`classic/dqn`: 3 of 4 runs finished" in text and "`classic/rainbow`: not run yet" in text
+
+
+def test_the_course_mark_is_found_at_its_first_passing_evaluation_or_the_gap_is_given(page):
+    text = page["text"]
+    (passed,) = row(text, "course", "DQN", "0")
+    assert "| 100,000 | 25.0 | 350.0 +/- 100.0 | 250.0 |" in passed  # 320 - 90 = 230 >= 200 first at 100k, 1500 s
+    (short,) = row(text, "course", "DQN", "1")
+    assert "not passed: best mean - std 170.0, 30.0 short" in short
+    assert (page["root"] / "docs" / "figures" / "results" / "spaceinvaders" / "course_mark.png").is_file()
+
+
+def test_atari100k_rows_carry_the_published_der_score_and_the_iqm_its_interval(page):
+    text = page["text"]
+    (breakout,) = row(text, "Breakout", "DER", "2 of 2")
+    assert "| 1.9 |" in breakout  # van Hasselt et al. 2019 through anchors.yml
+    assert re.search(r"IQM of human-normalised final scores, der, 2 games \(Breakout, Pong\): "
+                     r"\*\*-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]\*\*", text)
+    assert "![curves](figures/results/atari100k/curves.png)" in text
+
+
+def test_blocks_without_data_say_not_run_yet_with_the_commands_of_their_specs(page):
+    run = load("run")
+    text = page["text"]
+    for block in ("minatar",):
+        for grid in run.grids(block):
+            assert f"- not run yet: `{run.command_text(grid)}`" in text
+    for block in run.BLOCKS:  # every grid's command is on the page, and it names a grid file that qzoo sweep reads
+        for grid in run.grids(block):
+            command = run.command_text(grid)
+            spec = f"benchmarks/results/{block}/{grid.stem}.yml"
+            assert command == f"qzoo sweep --grid {spec} --out results/{block}/{grid.stem}"
+            assert command in text and (ROOT / command.split()[3]).is_file()
+    assert "{{" not in text
+    cluster = "qzoo sweep --grid benchmarks/results/minatar/rainbow.yml --out results/minatar/rainbow --address auto"
+    assert cluster in text  # block 5: what was not run, as a cluster command
+
+
+def test_summary_holds_each_runs_metadata_and_its_train_command(page):
+    runs = page["summary"]["classic/dqn"]["runs"]
+    first = runs[0]
+    assert first["seed"] == 0 and first["status"] == "finished" and first["versions"]["torch"] == "2.13.0"
+    assert first["train_command"] == "qzoo train --env CartPole-v1 --algo dqn --set double_q=false seed=0"
+    assert runs[3]["status"] == "missing" and page["summary"]["minatar/dqn"]["status"] == "not run yet"
+
+
+def test_run_py_hands_each_grid_of_a_block_to_qzoo_sweep_and_all_runs_every_block(monkeypatch, tmp_path):
+    import qzoo.cli
+
+    calls = []
+    monkeypatch.setattr(qzoo.cli, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)  # run.py moves to the repository root; monkeypatch moves back
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # run.py sets it where unset: keep the change inside this test
+    run = load("run")
+    assert run.main(["classic", "--address", "auto"]) == 0
+    assert calls == [["sweep", "--grid", "benchmarks/results/classic/dqn.yml", "--out", "results/classic/dqn",
+                      "--address", "auto"],
+                     ["sweep", "--grid", "benchmarks/results/classic/rainbow.yml", "--out", "results/classic/rainbow",
+                      "--address", "auto"]]
+    calls.clear()
+    assert run.main(["all"]) == 0
+    assert [c[2] for c in calls] == [f"benchmarks/results/{b}/{g.name}" for b in run.BLOCKS for g in run.grids(b)]

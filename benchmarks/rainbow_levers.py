@@ -50,8 +50,11 @@ def rows(task: str) -> list[tuple[str, dict]]:
     n_step = 20 if task == "der" else 3
     switches = {**SWITCHES, "n_step": {"n_step": n_step}}
     everything = {k: v for switch in switches.values() for k, v in switch.items()}
-    return ([("plain DQN (Double DQN)", {})] + [(f"+ {name} alone" + (f" (n = {n_step})" if name == "n_step" else ""),
-                                                switch) for name, switch in switches.items()]
+    plain = [("plain DQN (Double DQN)", {})]
+    if task == "cartpole":  # the plain MLP takes the flat-buffer steps (qzoo.fast_updates); autograd's for reference
+        plain.append(("plain DQN, autograd steps", {"manual_mlp_step": False}))
+    return (plain + [(f"+ {name} alone" + (f" (n = {n_step})" if name == "n_step" else ""), switch)
+                     for name, switch in switches.items()]
             + [("all switches (the preset)", everything)])
 
 

@@ -41,6 +41,7 @@ from qzoo.networks import FRAME_NETWORKS, QFunction, build_q_network, choose_net
 from qzoo.periodic import PeriodicWork, crossings
 from qzoo.schedules import linear_schedule
 from qzoo.sumtree import beta_schedule
+from qzoo.threads import resolve_torch_threads
 from qzoo.vector import final_observations, finished_episodes, make_envpool, make_vector_env
 
 MODEL_FORMAT = 1
@@ -89,8 +90,7 @@ class DQN:
         config.check_combination()
         self.env_id = env_id
         self.config = config
-        if config.torch_threads > 0:
-            torch.set_num_threads(config.torch_threads)
+        torch.set_num_threads(resolve_torch_threads(config.torch_threads))  # 0: one per usable core (qzoo.threads)
         self.device = resolve_device(config.device)
         # --deterministic: bit-exact CPU kernels (the config checks the device and a fixed thread count).
         torch.use_deterministic_algorithms(config.deterministic and self.device.type == "cpu")

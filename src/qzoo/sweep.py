@@ -142,7 +142,9 @@ def train_one(spec: dict[str, Any], out: str, marker: str) -> dict[str, Any]:
             result = training.resume(run_dir, progress=False).learn()
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first checkpoint: nothing to keep
-            plan = training.prepare(run.env_id, run.algo, overrides=run.overrides)
+            # One torch thread per task (0 would take one per core: qzoo.threads), unless the grid sets it.
+            threads = {} if run.algo == "qlearning" else {"torch_threads": 1}
+            plan = training.prepare(run.env_id, run.algo, overrides={**threads, **run.overrides})
             result = training.start(plan, run_dir, argv=None, progress=False).learn()
         status = result.status
     meta = read_meta(run_dir)

@@ -143,6 +143,8 @@ def objective(trial, spec: TuneSpec) -> float:
     n_timesteps = spec.base["n_timesteps"]
     values = {**spec.base, **sampled, "eval_freq": max(n_timesteps // spec.evaluations, 1),
               "n_eval_episodes": spec.n_eval_episodes, "stop_reward": None, "checkpoint_freq": 0}
+    if values.get("torch_threads") == 0:  # workers run side by side: one thread each (0 takes one per core)
+        values["torch_threads"] = 1
     trial.set_user_attr("hyperparameters", {k: values[k] for k in sorted(sampled)})
     tracked = None
     if spec.track is not None:

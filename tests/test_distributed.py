@@ -147,7 +147,9 @@ def test_space_invaders_with_two_actors_through_the_command_line_writes_a_folder
     run_dir = dirs["atari"]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "finished" and meta["steps"] == 600 and meta["network"] == "cnn"
-    assert [lane["chunks"] for lane in meta["distributed"]["lanes"]] == [3, 3]  # 600 env steps in chunks of 100
+    # 600 env steps in chunks of 100, from both actors; which actor delivers more depends on timing (seen: 4 and 2).
+    chunks = [lane["chunks"] for lane in meta["distributed"]["lanes"]]
+    assert sum(chunks) == 6 and min(chunks) >= 1, chunks
     with open(run_dir / "train.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["step"]) for row in rows] == [200, 400, 600] and rows[-1]["loss"] != ""

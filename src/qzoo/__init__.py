@@ -1,10 +1,5 @@
 """qzoo: value-based deep reinforcement learning (DQN and its tooling), fast on a laptop CPU."""
 
-# Before anything can import torch: OpenMP reads its wait policy once, when torch first loads (qzoo.threads).
-from qzoo.threads import prefer_passive_omp_wait
-
-prefer_passive_omp_wait()
-
 __version__ = "0.1.0"
 
 __all__ = ["DQN", "__version__"]

@@ -99,10 +99,9 @@ class DQNConfig:
         "bfloat16, float32 elsewhere", "str", ("auto", "float32", "bfloat16"),
     )
     torch_threads: int = _param(
-        0, "torch CPU threads. 0: one per physical core among the CPUs this process may use (its affinity set, "
-        "qzoo.threads.resolve_torch_threads); busy cores are not subtracted. qzoo sets OMP_WAIT_POLICY=PASSIVE "
-        "before torch loads unless already set, so that idle threads sleep instead of spinning beside other "
-        "processes (docs/departures.md)", "int"
+        0, "torch CPU threads. 0: 1 for MLPs and MinAtar's CNN; for the frame CNNs, the free physical cores this "
+        "process may use (affinity, less the load average), at least 1 (qzoo.threads: measured alone and under "
+        "load)", "int"
     )
     manual_mlp_step: bool = _param(
         True, "plain MLP with Adam: the gradient steps computed by hand (qzoo.mlp_step: the same arithmetic on flat "

@@ -90,7 +90,6 @@ class DQN:
         config.check_combination()
         self.env_id = env_id
         self.config = config
-        torch.set_num_threads(resolve_torch_threads(config.torch_threads))  # 0: one per usable core (qzoo.threads)
         self.device = resolve_device(config.device)
         # --deterministic: bit-exact CPU kernels (the config checks the device and a fixed thread count).
         torch.use_deterministic_algorithms(config.deterministic and self.device.type == "cpu")
@@ -113,6 +112,8 @@ class DQN:
         self.obs_shape, self.obs_dtype = tuple(space.shape), space.dtype
         self.n_actions = int(actions.n)
         self.network_kind = choose_network(self.obs_shape, self.obs_dtype, config.network)
+        # torch_threads 0: one thread for small networks, the free cores for frame CNNs (qzoo.threads, measured).
+        torch.set_num_threads(resolve_torch_threads(config.torch_threads, self.network_kind))
         self.q_net = build_q_network(
             self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch,
             dueling=config.dueling, noisy=config.noisy, distribution=config.distributional,

@@ -1,35 +1,39 @@
-"""How many CPU threads torch gets, and how its OpenMP threads wait: a policy that must hold on a loaded host.
+"""How many CPU threads torch gets: a default that must hold alone and beside other busy processes.
 
-Measured on a 2-core host (issue 16): ``qzoo train --algo rainbow`` on CartPole beside one busy process ran 74
-env steps/s with torch's defaults, 140 with one thread and 206 with ``OMP_WAIT_POLICY=PASSIVE``. By default an
-OpenMP worker that finished its share of a parallel region spins on its core for a while (libgomp, which torch's
-wheels ship: GOMP_SPINCOUNT iterations) waiting for the next region; when another process wants that core, the spinning thread and the process take turns and the
-region's other half waits for the time slice. PASSIVE threads sleep instead, so a busy neighbour costs one core,
-not the whole team. OpenMP reads the variable once, when its runtime starts (the first ``import torch``), so it has
-to be in ``os.environ`` before that: ``qzoo/__init__.py`` calls ``prefer_passive_omp_wait`` first thing, which
-covers ``import qzoo``, ``import qzoo.cli`` and the ``qzoo`` command. Where torch was imported before qzoo (a
-notebook that imported torch first) the runtime has already read it and nothing changes. To measure OpenMP's own
-default again, set the variable to an empty string: qzoo keeps it, and libgomp warns once and uses its default.
+Measured alone and beside one busy process on a 2-core AMD EPYC (issue 16; ``benchmarks/README.md``, "3. qzoo's
+default thread policy"). Two torch threads only pay where one gradient step is large and the machine is idle;
+beside one busy process they collapse, whatever OpenMP's wait policy, because each parallel region waits for the
+thread that shares its core with the neighbour:
+
+    env steps/s or ms per step          2 threads, spin   2 threads, PASSIVE   1 thread
+    CartPole DQN (flat MLP), alone            2,737             1,173            2,327
+    CartPole DQN, beside a busy process         766             1,782            2,231
+    Rainbow CartPole step, alone             5.8 ms           14.5 ms           7.0 ms
+    Rainbow CartPole step, loaded           24.4 ms            7.9 ms           7.1 ms
+    DER SpaceInvaders step, alone           18.2 ms           19.5 ms          18.5 ms
+    DER SpaceInvaders step, loaded          72.1 ms           66.6 ms          16.7 ms
+    Nature CNN SpaceInvaders DQN, alone     169-182               121          131
+
+So ``torch_threads: 0`` picks one thread for networks whose step is small (the MLPs of classic control, MinAtar's
+CNN): threads cost them more in hand-offs than they save, alone too. Frame CNNs (the Nature CNN gains 1.3x from a
+second idle core) get one thread per *free* physical core: the cores this process may use (affinity, SMT siblings
+counted once) less the busy ones, read from the 1-minute load average, at least one. A run started beside others
+therefore takes one thread; runs started at the same instant all see an idle machine, so ``qzoo sweep`` and
+``qzoo tune`` give each of their runs ``torch_threads: 1``, and side-by-side seeds should too.
+
+OpenMP's wait policy is left to OpenMP (libgomp: spin a while, then sleep). ``OMP_WAIT_POLICY=PASSIVE`` helped
+only where two threads shared a loaded machine and cost 2.3x (CartPole) and 1.4x (Nature CNN) alone, where qzoo's
+default now runs one thread or has idle cores.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 SYSFS_CPUS = Path("/sys/devices/system/cpu")
-
-
-def prefer_passive_omp_wait() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy or torch is already imported.
-
-    Returns whether the variable was set now. A user's own value (ACTIVE, to measure the old behaviour) is kept.
-    """
-    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
-        return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+# Networks whose gradient step is large enough for a second thread to pay on an idle core (networks.FRAME_NETWORKS).
+MULTITHREADED_NETWORKS = ("cnn", "de_cnn")
 
 
 def usable_cpus() -> set[int]:
@@ -53,15 +57,22 @@ def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
     return max(1, len(cores))
 
 
-def resolve_torch_threads(requested: int, cpus: set[int] | None = None, sysfs: Path = SYSFS_CPUS) -> int:
-    """The torch intra-op thread count for ``torch_threads: requested``: itself when > 0, else one per physical
-    core among the CPUs this process may use (``usable_cpus``, or ``cpus`` when given).
+def busy_cores() -> int:
+    """Cores other processes keep busy: the 1-minute load average, rounded (0 where it cannot be read)."""
+    try:
+        return round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return 0
 
-    What torch picks by itself depends on how it was built (this build follows the affinity set; others count the
-    machine's cores and start 32 threads in a process pinned to 2 CPUs), so qzoo decides. Busy cores (from
-    /proc/loadavg) are not subtracted: with passive waiting a thread whose core is taken costs little, and no
-    measurement has yet shown that fewer threads help (benchmarks/README.md, "Under load").
-    """
+
+def resolve_torch_threads(requested: int, network_kind: str = "mlp", cpus: set[int] | None = None,
+                          sysfs: Path = SYSFS_CPUS, busy: int | None = None) -> int:
+    """The torch intra-op thread count for ``torch_threads: requested`` (see the module docstring): itself when
+    > 0; else 1 for small networks, and for frame CNNs the free physical cores among the usable CPUs (``cpus``)
+    less the ``busy`` ones (the load average), at least 1."""
     if requested > 0:
         return requested
-    return physical_cores(usable_cpus() if cpus is None else cpus, sysfs)
+    if network_kind not in MULTITHREADED_NETWORKS:
+        return 1
+    cores = physical_cores(usable_cpus() if cpus is None else cpus, sysfs)
+    return max(1, cores - (busy_cores() if busy is None else busy))

@@ -206,7 +206,7 @@ class NoisyLinear(nn.Module):
     (a greedy policy of the mean network, for evaluation); in ``train()`` mode, the default, it adds the noise.
     Shapes: (B, p) -> (B, q).
 
-    Cost (benchmarks/README.md, the Rainbow levers). The noisy weight matrix mu_w + sigma_w * eps_w takes three
+    Cost (benchmarks/README.md, section 3b). The noisy weight matrix mu_w + sigma_w * eps_w takes three
     passes over q * p numbers, more than the product itself for a few rows. So a pass without gradients over at
     most ``FACTORISED_ROWS`` rows (acting on one observation) never builds it: it computes the same sum in the
     factorised form  x mu_w^T + ((x * f(eps_in)) sigma_w^T) * f(eps_out) + mu_b + sigma_b * eps_b  (equal up to

@@ -194,11 +194,18 @@ def planned_count(grids: Sequence[Grid], env_id: str, name: str) -> int:
     return count
 
 
-def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
+def block_opening(grids: list[Grid]) -> tuple[list, str]:
+    """Every block starts alike: its runs, and its commands followed by what ran (or, with no run, what to run)."""
     pairs = runs_by(grids)
     if not pairs:
-        return commands_text(grids) + "\n" + not_run_text(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
+        return pairs, commands_text(grids) + "\n" + not_run_text(grids)
+    return pairs, commands_text(grids) + "\n" + status_text(grids) + "\n"
+
+
+def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
+    pairs, text = block_opening(grids)
+    if not pairs:
+        return text
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         anchor = anchors["envs"].get(env_id) or {}
@@ -230,10 +237,9 @@ def first_pass(run: plotting.RunData, mark: float) -> tuple[float, float] | None
 
 
 def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
-    pairs = runs_by(grids)
+    pairs, text = block_opening(grids)
     if not pairs:
-        return commands_text(grids) + "\n" + not_run_text(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
+        return text
     mark, rows = float(anchors["mark"]), []
     for grid, run in sorted(pairs, key=lambda p: (p[0].name, p[1].config.get("seed", 0))):
         meta, evals = meta_of(grid, run), run.evaluations
@@ -288,10 +294,9 @@ def course_figure(grids: Sequence[Grid], mark: float, folder: Path) -> Path:
 
 
 def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
-    pairs = runs_by(grids)
+    pairs, text = block_opening(grids)
     if not pairs:
-        return commands_text(grids) + "\n" + not_run_text(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
+        return text
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         game = stats.atari_game(env_id)
@@ -318,10 +323,9 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
 
 
 def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
-    pairs = runs_by(grids)
+    pairs, text = block_opening(grids)
     if not pairs:
-        return commands_text(grids) + "\n" + not_run_text(grids)
-    text = commands_text(grids) + "\n" + status_text(grids) + "\n"
+        return text
     rows = []
     for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
         game = env_id.split("/")[-1].split("-v")[0]

@@ -113,7 +113,7 @@ class DQN:
         self.n_actions = int(actions.n)
         self.network_kind = choose_network(self.obs_shape, self.obs_dtype, config.network)
         # torch_threads 0: one thread for small networks, the free cores for frame CNNs (qzoo.threads, measured).
-        torch.set_num_threads(resolve_torch_threads(config.torch_threads, self.network_kind))
+        torch.set_num_threads(resolve_torch_threads(config.torch_threads, self.network_kind in FRAME_NETWORKS))
         self.q_net = build_q_network(
             self.obs_shape, self.obs_dtype, self.n_actions, self.network_kind, config.net_arch,
             dueling=config.dueling, noisy=config.noisy, distribution=config.distributional,

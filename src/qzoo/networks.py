@@ -238,17 +238,12 @@ class NoisyLinear(nn.Module):
             self.weight_sigma.fill_(self.sigma0 * bound)
             self.bias_sigma.fill_(self.sigma0 * bound)
 
-    @staticmethod
-    def scale_noise(x: torch.Tensor) -> torch.Tensor:
-        """f(x) = sgn(x) sqrt(|x|) (Fortunato et al. 2018, section 3.2)."""
-        return x.sign() * x.abs().sqrt()
-
     def reset_noise(self, generator: torch.Generator | None = None) -> None:
         """Draw eps_in, then eps_out, from N(0, 1) (the numbers torch.randn draws), and keep f of them."""
         with torch.no_grad():
             for eps in (self.eps_in, self.eps_out):
                 eps.normal_(generator=generator)
-                torch.mul(eps.sign(), eps.abs().sqrt_(), out=eps)  # f(eps) in place, the same numbers
+                torch.mul(eps.sign(), eps.abs().sqrt_(), out=eps)  # f(x) = sgn(x) sqrt(|x|) (section 3.2), in place
 
     def noisy_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu_w + sigma_w * eps_w, mu_b + sigma_b * eps_b) for the current noise (eq. 9-11)."""

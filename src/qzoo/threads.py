@@ -32,8 +32,6 @@ import os
 from pathlib import Path
 
 SYSFS_CPUS = Path("/sys/devices/system/cpu")
-# Networks whose gradient step is large enough for a second thread to pay on an idle core (networks.FRAME_NETWORKS).
-MULTITHREADED_NETWORKS = ("cnn", "de_cnn")
 
 
 def usable_cpus() -> set[int]:
@@ -65,14 +63,14 @@ def busy_cores() -> int:
         return 0
 
 
-def resolve_torch_threads(requested: int, network_kind: str = "mlp", cpus: set[int] | None = None,
+def resolve_torch_threads(requested: int, frame_cnn: bool = False, cpus: set[int] | None = None,
                           sysfs: Path = SYSFS_CPUS, busy: int | None = None) -> int:
     """The torch intra-op thread count for ``torch_threads: requested`` (see the module docstring): itself when
-    > 0; else 1 for small networks, and for frame CNNs the free physical cores among the usable CPUs (``cpus``)
-    less the ``busy`` ones (the load average), at least 1."""
+    > 0; else 1 for small networks, and for frame CNNs (``frame_cnn``: networks.FRAME_NETWORKS) the free physical
+    cores among the usable CPUs (``cpus``) less the ``busy`` ones (the load average), at least 1."""
     if requested > 0:
         return requested
-    if network_kind not in MULTITHREADED_NETWORKS:
+    if not frame_cnn:
         return 1
     cores = physical_cores(usable_cpus() if cpus is None else cpus, sysfs)
     return max(1, cores - (busy_cores() if busy is None else busy))

@@ -48,11 +48,20 @@ def run(workload, config, load):
     return r.get("sps") or r.get("ms")
 
 
-results = {}
-for workload in WORKLOADS:
-    for load in (False, True):
-        for config in CONFIGS:
-            v = run(workload, config, load)
-            results[f"{workload} {'load' if load else 'alone'} {config}"] = v
-            print(f"{time.strftime('%T')} {workload:>22} {'load ' if load else 'alone'} {config:>10}: {v:.2f} {'sps' if 'flat' in workload else 'ms/step'}", flush=True)
-Path("thread_policy.json").write_text(json.dumps(results, indent=1))
+def main() -> int:
+    """Every cell of the matrix, in order, printed as it finishes; then thread_policy.json."""
+    results = {}
+    for workload in WORKLOADS:
+        for load in (False, True):
+            for config in CONFIGS:
+                v = run(workload, config, load)
+                results[f"{workload} {'load' if load else 'alone'} {config}"] = v
+                unit = "sps" if "flat" in workload else "ms/step"
+                print(f"{time.strftime('%T')} {workload:>22} {'load ' if load else 'alone'} {config:>10}: {v:.2f} {unit}",
+                      flush=True)
+    Path("thread_policy.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from collections import deque
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from qzoo.apex import Actor, ChunkBuilder, RateLimiter, actor_epsilon, ingest, w
 from qzoo.buffer import ReplayBuffer
 from qzoo.cli import main
 from qzoo.config import DQNConfig
+from synthetic import frame_steps
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,20 +33,9 @@ lane_strategy = st.lists(st.tuples(st.integers(1, 9), st.booleans()), min_size=1
 
 
 def stream(lane: int, episodes: list[tuple[int, bool]], stack: int) -> list[tuple]:
-    """One actor's transitions as ``ReplayBuffer.add`` takes them, from frames whose pixels are unique numbers."""
-    out, value = [], 1000 * (lane + 1)
-    for length, truncate in episodes:
-        frames = deque([np.full((2, 2), value, dtype=np.int32)] * stack, maxlen=stack)
-        value += 1
-        obs = np.stack(frames) if stack > 1 else frames[-1]
-        for t in range(length):
-            frames.append(np.full((2, 2), value, dtype=np.int32))
-            value += 1
-            next_obs = np.stack(frames) if stack > 1 else frames[-1]
-            last = t == length - 1
-            out.append((obs, value % 5, float(value % 7) - 3.0, next_obs, last and not truncate, last and truncate))
-            obs = next_obs
-    return out
+    """One actor's transitions as ``ReplayBuffer.add`` takes them (``synthetic.frame_steps``); lanes' frames differ."""
+    return [(obs, value % 5, float(value % 7) - 3.0, next_obs, terminated, truncated)
+            for obs, next_obs, terminated, truncated, value in frame_steps(episodes, stack, 1000 * (lane + 1))]
 
 
 def memory_state(buffer: ReplayBuffer) -> dict:

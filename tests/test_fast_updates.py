@@ -40,6 +40,9 @@ PARITY_CASES = {
     "n_step": {"n_step": 3},  # n-step bursts redraw unusable rows: ReplayBuffer.sample_steps
     "n_step_without_double_q": {"n_step": 2, "double_q": False, "gamma": 0.9},
     "n_envs": {"n_envs": 2, "vec_env": "sync"},  # two interleaved streams in the memory
+    # QR-DQN's plain MLP (FlatMLP.quantile_step): a* from the online network, then from the target's (sb3-contrib)
+    "distributional": {"distributional": "qr", "n_atoms": 11},
+    "distributional_qr_single_q": {"distributional": "qr", "n_atoms": 5, "double_q": False, "n_step": 3},
     # Fields that act only through a switch that is off here: they must not change the flat steps either.
     "inert_switch_fields": {"prioritized_replay_alpha": 0.9, "prioritized_replay_beta0": 0.6,
                             "prioritized_replay_eps": 1e-3, "noisy_sigma0": 0.1, "n_atoms": 11,
@@ -55,7 +58,6 @@ EXCLUDES = {
     "prioritized_replay": ("CartPole-v1", {"prioritized_replay": True}),
     "dueling": ("CartPole-v1", {"dueling": True}),
     "noisy": ("CartPole-v1", {"noisy": True}),
-    "distributional": ("CartPole-v1", {"distributional": "qr", "n_atoms": 11}),
     "network": ("BreakoutNoFrameskip-v4", {"network": "cnn", "precision": "float32"}),
 }
 

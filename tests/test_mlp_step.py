@@ -8,9 +8,9 @@ import torch
 
 from qzoo import fast_updates
 from qzoo.dqn import DQN
-from qzoo.losses import q_loss, td_target
+from qzoo.losses import q_loss, quantile_huber_loss, td_target
 from qzoo.mlp_step import FlatMLP, loss_values
-from qzoo.networks import MLP
+from qzoo.networks import MLP, build_q_network
 
 
 def linears_of(net):
@@ -78,6 +78,76 @@ def test_flat_steps_follow_autograd_and_torch_adam_for_twenty_steps(loss_kind, m
     assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), MLP(4, 3, (32, 32)).parameters()))
 
 
+def quantile_autograd_step(net, target, optimizer, batch, max_norm, double_q):
+    """QR-DQN's gradient step as DQN.train_step takes it: autograd through qzoo.losses.quantile_huber_loss."""
+    obs, next_obs, actions, rewards, terminated, gamma = batch
+    rows = torch.arange(len(actions))
+    with torch.no_grad():
+        next_target = target(next_obs)  # (B, A, N)
+        best = (net(next_obs) if double_q else next_target).mean(dim=2).argmax(dim=1)
+        discounts = gamma * (1.0 - terminated.float())
+        target_quantiles = rewards[:, None] + discounts[:, None] * next_target[rows, best]
+    loss = quantile_huber_loss(net.head_outputs(obs)[rows, actions], target_quantiles, 1.0).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("max_norm, double_q, n_step", [
+    (10.0, False, False),  # sb3-contrib's QRDQN: a* from the target network
+    (0.05, True, True),  # clipping every step, a* from each step's weights, n-step discounts per sample
+])
+def test_flat_quantile_steps_follow_autograd_through_the_quantile_huber_loss(max_norm, double_q, n_step):
+    torch.manual_seed(0)
+    net = build_q_network((4,), np.float32, 3, net_arch=[32, 32], distribution="qr", n_atoms=7)
+    target = copy.deepcopy(net).requires_grad_(False)
+    twin = copy.deepcopy(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
+    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=1e-2, fused=True)
+    batches = random_batches(20, n_step)
+    expected = [quantile_autograd_step(net, target, optimizer, batch, max_norm, double_q) for batch in batches]
+
+    linears = twin.plain_mlp_layers()
+    assert linears is not None and linears[-1].out_features == 3 * 7
+    flat = FlatMLP(linears, "quantile", max_norm, n_quantiles=7)
+    flat.load(linears, twin_optimizer)
+    obs, next_obs, actions, rewards, terminated = (torch.stack([b[i] for b in batches]) for i in range(5))
+
+    def target_quantiles(k):
+        rows, next_target = torch.arange(16), target(next_obs[k])
+        best = (flat.q(next_obs[k]).view(16, 3, 7) if double_q else next_target).mean(dim=2).argmax(dim=1)
+        discounts = batches[k][5] * (1.0 - terminated[k].float())
+        return rewards[k][:, None] + discounts[:, None] * next_target[rows, best]
+
+    losses = flat.train_quantiles(obs, actions, target_quantiles)
+    flat.store(linears, twin_optimizer)
+    np.testing.assert_allclose(losses.tolist(), expected, rtol=1e-5, atol=1e-6)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        mine, theirs = twin_optimizer.state[b], optimizer.state[a]
+        assert float(mine["step"]) == float(theirs["step"]) == 20
+        torch.testing.assert_close(mine["exp_avg"], theirs["exp_avg"], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(mine["exp_avg_sq"], theirs["exp_avg_sq"], rtol=1e-3, atol=1e-9)
+    fresh = build_q_network((4,), np.float32, 3, net_arch=[32, 32], distribution="qr", n_atoms=7)
+    assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), fresh.parameters()))
+
+
+def test_a_flat_quantile_head_needs_the_quantile_loss_and_whole_actions_of_outputs():
+    linears = build_q_network((4,), np.float32, 3, net_arch=[8], distribution="qr", n_atoms=7).plain_mlp_layers()
+    with pytest.raises(ValueError):
+        FlatMLP(linears, "quantile", 10.0)  # no quantile count
+    with pytest.raises(ValueError):
+        FlatMLP(linears, "quantile", 10.0, n_quantiles=4)  # 21 outputs are not whole actions of 4 quantiles
+    with pytest.raises(ValueError):
+        FlatMLP(linears, "huber", 10.0, n_quantiles=7)
+    assert build_q_network((4,), np.float32, 3, distribution="c51", n_atoms=7).plain_mlp_layers() is None
+    assert build_q_network((4,), np.float32, 3, dueling=True, distribution="qr", n_atoms=7).plain_mlp_layers() is None
+    assert build_q_network((4,), np.float32, 3, noisy=True, distribution="qr", n_atoms=7).plain_mlp_layers() is None
+
+
 def test_loss_values_are_the_mean_huber_and_squared_losses_of_each_step():
     deltas = torch.tensor([[-0.2, 0.5, 3.0, -2.0], [0.0, 0.0, 0.0, 4.0]])
     # Huber: 0.5 d^2 inside [-1, 1], |d| - 0.5 outside
@@ -127,6 +197,8 @@ def test_dqn_uses_the_manual_step_for_the_plain_mlp_only():
     assert not DQN("CartPole-v1", **AGENT, manual_mlp_step=False).manual_mlp_step
     assert not DQN("CartPole-v1", **AGENT, optimizer="rmsprop").manual_mlp_step
     assert not DQN("CartPole-v1", **AGENT, dueling=True).manual_mlp_step
+    assert DQN("CartPole-v1", **AGENT, distributional="qr", n_atoms=11).manual_mlp_step  # QR-DQN's plain MLP
+    assert not DQN("CartPole-v1", **AGENT, distributional="c51", n_atoms=11).manual_mlp_step
     assert not DQN("CartPole-v1", **AGENT, prioritized_replay=True).manual_mlp_step
     assert not DQN("CartPole-v1", **AGENT, precision="bfloat16").manual_mlp_step
 

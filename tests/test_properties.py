@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-from collections import deque
 
 import numpy as np
 import yaml
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from qzoo import config as cfg
 from qzoo.buffer import ReplayBuffer
 from qzoo.errors import QzooError
+from synthetic import frame_steps
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -96,26 +96,15 @@ def test_any_set_value_parses_or_raises_qzoo_error(text):
 
 
 def play(buffer: ReplayBuffer, episodes: list[tuple[int, bool]], stack: int) -> dict[int, tuple]:
-    """Feed ``buffer`` as the training loop does, from frames whose pixels are unique numbers.
+    """Feed ``buffer`` as the training loop does (``synthetic.frame_steps``).
 
     Returns, per transition id (stored as the action), the (obs, next_obs, terminated, truncated) the
     env really showed: with ``stack`` > 1, a FrameStack whose first stack repeats the first frame.
     """
-    shown, frame_value, ids = {}, 1, 0
-    for length, truncate in episodes:
-        frames = deque([np.full((2, 2), frame_value, dtype=np.int32)] * stack, maxlen=stack)
-        frame_value += 1
-        obs = np.stack(frames) if stack > 1 else frames[-1]
-        for t in range(length):
-            frames.append(np.full((2, 2), frame_value, dtype=np.int32))
-            frame_value += 1
-            next_obs = np.stack(frames) if stack > 1 else frames[-1]
-            last = t == length - 1
-            terminated, truncated = last and not truncate, last and truncate
-            buffer.add(obs, ids, float(ids), next_obs, terminated, truncated)
-            shown[ids] = (obs, next_obs, terminated, truncated)
-            ids += 1
-            obs = next_obs
+    shown = {}
+    for ids, (obs, next_obs, terminated, truncated, _) in enumerate(frame_steps(episodes, stack)):
+        buffer.add(obs, ids, float(ids), next_obs, terminated, truncated)
+        shown[ids] = (obs, next_obs, terminated, truncated)
     return shown
 
 

@@ -104,9 +104,9 @@ class DQNConfig:
         "load)", "int"
     )
     manual_mlp_step: bool = _param(
-        True, "plain MLP with Adam: the gradient steps computed by hand (qzoo.mlp_step: the same arithmetic on flat "
-        "buffers, no autograd graph, the target values of a train_freq burst in one pass; RL-Zoo's CartPole 2.8x "
-        "faster end to end); false: autograd and torch.optim.Adam", "bool"
+        True, "plain MLP with Adam (Q values or QR quantiles): the gradient steps computed by hand (qzoo.mlp_step: "
+        "the same arithmetic on flat buffers, no autograd graph, the target values of a train_freq burst in one "
+        "pass; RL-Zoo's CartPole 2.8x faster end to end); false: autograd and torch.optim.Adam", "bool"
     )
     deterministic: bool = _param(
         False, "bit-exact runs: torch deterministic algorithms; needs device cpu and torch_threads >= 1", "bool"

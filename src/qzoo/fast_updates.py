@@ -6,7 +6,8 @@ function, so that the training loop stays readable and a new switch cannot silen
 
 * ``flat_mlp_eligible`` -> ``FlatMLPUpdates.steps(n)``: the plain MLP's n gradient steps of one train_freq
   crossing by ``qzoo.mlp_step.FlatMLP`` (autograd's and Adam's arithmetic without a graph, 2.8x end to end on
-  CartPole), the minibatches drawn at once and the target network's Q(s', .) computed in one pass;
+  CartPole), the minibatches drawn at once and the target network's Q(s', .) computed in one pass; the same for
+  QR-DQN's plain MLP (``distributional: qr``), whose quantile Huber loss FlatMLP also differentiates by hand;
 * ``target_copy``: the target network with its weights in bfloat16 between target updates, under autocast;
 * ``training_memory_format``: channels-last weights and minibatches for the frame CNNs under bfloat16.
 
@@ -49,17 +50,18 @@ def flat_mlp_eligible(config: DQNConfig, q_net: QFunction, optimizer: torch.opti
                       autocast_dtype: torch.dtype | None) -> bool:
     """Whether ``FlatMLPUpdates`` computes what autograd's ``DQN.train_step`` would, to float32 rounding.
 
-    ``FlatMLP`` implements one network (Flatten, Linear and ReLU layers: no dueling, noise or atoms), one
+    ``FlatMLP`` implements one network (Flatten, Linear and ReLU layers: no dueling, noise or C51 atoms), one
     optimizer (Adam in torch's form, one parameter group, no weight decay, amsgrad or maximize), float32, and
-    the unweighted mean Huber or squared loss: prioritised replay weights the loss and writes priorities after
-    every step. It calls two private torch ops; without them (another torch) the agent uses autograd.
-    ``manual_mlp_step: false`` turns it off (the plain path, for comparison).
+    the unweighted mean Huber or squared loss, or QR-DQN's quantile Huber loss: prioritised replay weights the
+    loss and writes priorities after every step. It calls two private torch ops; without them (another torch)
+    the agent uses autograd. ``manual_mlp_step: false`` turns it off (the plain path, for comparison).
     """
     group = optimizer.param_groups[0]
     adam = (type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1
             and group["weight_decay"] == 0 and not group["amsgrad"] and not group["maximize"])
+    head = config.distributional == "qr" or (config.distributional == "none" and config.loss in ("huber", "mse"))
     return (config.manual_mlp_step and q_net.plain_mlp_layers() is not None and adam and autocast_dtype is None
-            and not config.prioritized_replay and config.loss in ("huber", "mse") and not private_op_problems())
+            and not config.prioritized_replay and head and not private_op_problems())
 
 
 class FlatMLPUpdates:
@@ -98,6 +100,11 @@ class FlatMLPUpdates:
             next_target = agent.target_net(next_x.flatten(0, 1)).view(n, size, -1)
         flat, linears = self._flat_mlp()
         flat.load(linears, agent.optimizer)
+        if c.distributional == "qr":
+            losses = flat.train_quantiles(x, per_step(batch.actions).long(),
+                                          self._quantile_targets(flat, next_x, next_target, rewards, terminated, gamma))
+            flat.store(linears, agent.optimizer)
+            return losses.tolist()
         if c.double_q:
             def target(k: int) -> torch.Tensor:  # van Hasselt et al. 2016: a* from this step's weights
                 discount = gamma if isinstance(gamma, float) else gamma[k]
@@ -110,10 +117,28 @@ class FlatMLPUpdates:
         flat.store(linears, agent.optimizer)
         return loss_values(deltas, c.loss).tolist()
 
+    def _quantile_targets(self, flat: FlatMLP, next_x, next_target, rewards, terminated, gamma):
+        """QR-DQN's target quantiles of step k, as ``DQN._distributional_loss`` makes them:
+        T theta_j = r + gamma^k (1 - terminated) theta_j(s', a*), theta from the target network (n, B, A, N), a* the
+        argmax of the mean quantile of the online network at this step's weights (Double DQN) or of the target's."""
+        c = self.agent.config
+        n, size = rewards.shape
+        next_target = next_target.view(n, size, -1, c.n_atoms)
+        rows = torch.arange(size, device=rewards.device)
+
+        def target(k: int) -> torch.Tensor:
+            discount = gamma if isinstance(gamma, float) else gamma[k]
+            discounts = discount * (1.0 - terminated[k].float())
+            pick = flat.q(next_x[k]).view(size, -1, c.n_atoms) if c.double_q else next_target[k]
+            best = pick.mean(dim=2).argmax(dim=1)
+            return rewards[k][:, None] + discounts[:, None] * next_target[k][rows, best]
+        return target
+
     def _flat_mlp(self) -> tuple[FlatMLP, list[torch.nn.Linear]]:
-        linears = self.agent.q_net.plain_mlp_layers()
+        linears, c = self.agent.q_net.plain_mlp_layers(), self.agent.config
         if self._flat is None or any(a is not b for a, b in zip(self._flat[1], linears)):
-            self._flat = (FlatMLP(linears, self.agent.config.loss, self.agent.config.max_grad_norm), linears)
+            loss, quantiles = ("quantile", c.n_atoms) if c.distributional == "qr" else (c.loss, 0)
+            self._flat = (FlatMLP(linears, loss, c.max_grad_norm, quantiles), linears)
         return self._flat
 
 

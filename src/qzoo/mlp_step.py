@@ -16,6 +16,10 @@ computes each step with no graph:
               theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)   (Kingma & Ba 2015,
               in torch.optim.Adam's form: its fused kernel, as torch.optim.Adam(fused=True))
 
+QR-DQN's head (Dabney et al. 2018) is the same MLP with A * N outputs, the N quantiles theta_k(s, a) of each
+action; its loss is the quantile Huber loss with kappa 1 (``qzoo.losses.quantile_huber_loss``), whose gradient
+is written out in ``quantile_step``: only the taken action's N outputs get one, as only Q(s, a) does above.
+
 ``FlatMLP.load`` copies the weights and Adam's state in from the ``nn.Linear`` layers and the
 ``torch.optim.Adam`` that own them, ``store`` copies them back in the optimizer's own layout (``step``,
 ``exp_avg``, ``exp_avg_sq`` per parameter): either path continues what the other began and checkpoints are
@@ -71,10 +75,14 @@ def _tensors(linears: Sequence[torch.nn.Linear]) -> list[torch.Tensor]:
 class FlatMLP:
     """An MLP's weights, gradients and Adam moments as flat float32 buffers, and its gradient steps."""
 
-    def __init__(self, linears: Sequence[torch.nn.Linear], loss: str, max_norm: float):
-        if loss not in ("huber", "mse"):
+    def __init__(self, linears: Sequence[torch.nn.Linear], loss: str, max_norm: float, n_quantiles: int = 0):
+        """``loss``: ``huber`` or ``mse`` for a Q head (|A| outputs); ``quantile`` for a QR head of
+        ``n_quantiles`` quantiles per action (|A| * N outputs, action-major as ``QNetwork.head_outputs``)."""
+        if loss not in ("huber", "mse", "quantile"):
             raise ValueError(f"unknown loss {loss!r}")
-        self.loss, self.max_norm = loss, max_norm
+        if (loss == "quantile") != (n_quantiles > 0) or linears[-1].out_features % max(n_quantiles, 1):
+            raise ValueError(f"loss {loss!r} with {n_quantiles} quantiles and {linears[-1].out_features} outputs")
+        self.loss, self.max_norm, self.n_quantiles = loss, max_norm, n_quantiles
         tensors = _tensors(linears)
         self.shapes = [t.shape for t in tensors]
         size, device = sum(t.numel() for t in tensors), tensors[0].device
@@ -85,6 +93,9 @@ class FlatMLP:
         self._inputs: list[torch.Tensor] = []  # h_0 .. h_{L-1} of the last forward pass
         self._grad_scale = torch.ones((), device=device)  # the clipping factor's inverse
         self._step_count = torch.zeros((), device=device)  # t as the fused kernel reads it
+        # tau_hat_i = (2i + 1) / (2N) as (1, N, 1), in qzoo.losses.quantile_midpoints's arithmetic
+        self._tau = ((2 * torch.arange(n_quantiles, device=device, dtype=torch.float32) + 1)
+                     / (2 * n_quantiles)).view(1, -1, 1) if n_quantiles else None
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         sizes = [math.prod(shape) for shape in self.shapes]
@@ -147,7 +158,34 @@ class FlatMLP:
         q = self.q(x)
         torch.sub(q.gather(1, index).squeeze_(1), y, out=delta)
         slope = delta.clamp(-1.0, 1.0) if self.loss == "huber" else delta * 2.0  # l'(delta)
-        dz = onehot * slope.mul_(1.0 / len(delta)).unsqueeze_(1)  # dLoss/dQ (B, A)
+        self._backward_and_adam(onehot * slope.mul_(1.0 / len(delta)).unsqueeze_(1))  # dLoss/dQ (B, A)
+
+    @torch.no_grad()
+    def quantile_step(self, x: torch.Tensor, actions: torch.Tensor, target_quantiles: torch.Tensor,
+                      loss: torch.Tensor) -> None:
+        """One QR-DQN gradient step on the minibatch x (B, D) with actions (B,) long and target quantiles
+        T theta_j (B, N'); writes the step's loss (the batch mean of ``quantile_huber_loss``) into ``loss`` (0-d).
+
+            u_ij = T theta_j - theta_i,  w_ij = |tau_i - 1{u_ij < 0}|,  loss = mean_b sum_i mean_j w_ij L_1(u_ij)
+            dloss/dtheta_i = -sum_j w_ij clamp(u_ij, -1, 1) / (N' B)      (L_1'(u) = clamp(u, -1, 1); w is a
+                                                                           constant almost everywhere)
+        """
+        batch, n = len(x), self.n_quantiles
+        out = self.q(x).view(batch, -1, n)  # (B, A, N)
+        rows = torch.arange(batch, device=x.device)
+        u = target_quantiles[:, None, :] - out[rows, actions][:, :, None]  # (B, N, N')
+        weight = (self._tau - (u < 0).float()).abs_()
+        abs_u = u.abs()
+        huber = torch.where(abs_u <= 1.0, 0.5 * u * u, abs_u - 0.5)
+        torch.mean((weight * huber).mean(dim=2).sum(dim=1), dim=0, out=loss)
+        grad_theta = (weight * u.clamp(-1.0, 1.0)).sum(dim=2).mul_(-1.0 / (u.shape[2] * batch))  # (B, N)
+        dz = torch.zeros_like(out)
+        dz[rows, actions] = grad_theta
+        self._backward_and_adam(dz.view(batch, -1))
+
+    def _backward_and_adam(self, dz: torch.Tensor) -> None:
+        """Backpropagate dLoss/d(outputs) ``dz`` (B, outputs) through the layers of the last ``q``, clip the
+        gradient's norm and take Adam's step."""
         for layer in range(len(self.layers) - 1, -1, -1):
             (weight, _), (grad_weight, grad_bias), h = self.layers[layer], self.grad_layers[layer], self._inputs[layer]
             torch.mm(dz.t(), h, out=grad_weight)
@@ -190,6 +228,16 @@ class FlatMLP:
         for k in range(len(actions)):
             self.step(x[k], index[k], onehot[k], target(k), deltas[k])
         return deltas
+
+
+    def train_quantiles(self, x: torch.Tensor, actions: torch.Tensor,
+                        target: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """K QR-DQN gradient steps, step k on x[k] (K, B, D) with actions[k] (K, B) and the target quantiles
+        ``target(k)`` (B, N'), asked for just before step k. Returns each step's loss (K,)."""
+        losses = torch.empty(len(actions), device=x.device)
+        for k in range(len(actions)):
+            self.quantile_step(x[k], actions[k], target(k), losses[k])
+        return losses
 
 
 def loss_values(deltas: torch.Tensor, kind: str) -> torch.Tensor:

@@ -31,7 +31,8 @@ class QFunction(nn.Module):
       ``shared_noisy_weights()``: a block in which each noisy layer builds its noisy weights once, for every
       forward pass inside (one gradient step's passes over s and s'). Both do nothing without noisy layers.
     * ``plain_mlp_layers()``: the linear layers when the network is Flatten -> (Linear, ReLU)* -> Linear on float
-      inputs, the network ``qzoo.mlp_step.FlatMLP`` steps by hand; None otherwise.
+      inputs, the network ``qzoo.mlp_step.FlatMLP`` steps by hand (Q values, or QR's A * K quantiles, as its
+      outputs); None otherwise.
     """
 
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
@@ -351,6 +352,13 @@ class QNetwork(QFunction):
         if self.distribution == "qr":
             return out.mean(dim=2)
         return out
+
+    def plain_mlp_layers(self) -> list[nn.Linear] | None:
+        """The head's linear layers when the body is a flatten (no parameters) and the head a plain MLP: no
+        dueling streams, no noise, and no softmax over atoms (C51); QR's quantiles are the last layer's outputs."""
+        if self.dueling or self.noisy or self.distribution == "c51" or any(True for _ in self.body.parameters()):
+            return None
+        return [m for m in self.advantage.modules() if isinstance(m, nn.Linear)]
 
     def _noisy_layers(self) -> list[NoisyLinear]:
         # Found once: walking the modules costs more than redrawing their noise.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from qzoo import losses
 from qzoo.buffer import n_step_returns
 from qzoo.losses import c51_loss, c51_projection, quantile_huber_loss, quantile_midpoints
 
@@ -136,3 +137,37 @@ def test_quantile_loss_kappa_scales_the_quadratic_zone():
     # kappa 2, theta (0,), tau_hat 0.5, target 3: L_2(3) = 2 * (3 - 1) = 4, / kappa = 2, * 0.5 = 1.
     out = quantile_huber_loss(torch.tensor([[0.0]]), torch.tensor([[3.0]]), kappa=2.0)
     assert out.per_sample.tolist() == pytest.approx([1.0])
+
+
+def formula_quantile_huber(quantiles, targets, kappa):
+    """Dabney et al.'s eq. 10 term by term, through autograd: the oracle of the written-out gradient."""
+    tau = quantile_midpoints(quantiles.shape[1])[None, :, None]
+    u = targets[:, None, :] - quantiles[:, :, None]
+    huber = torch.where(u.abs() <= kappa, 0.5 * u**2, kappa * (u.abs() - 0.5 * kappa)) / kappa if kappa else u.abs()
+    return ((tau - (u < 0).float()).abs() * huber).mean(dim=2).sum(dim=1)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 0.0, 2.0])
+def test_quantile_huber_loss_gradient_is_autograds_through_the_papers_formula(kappa):
+    gen = torch.Generator().manual_seed(int(kappa))
+    quantiles = (3 * torch.randn(16, 9, generator=gen)).requires_grad_()
+    targets = 3 * torch.randn(16, 11, generator=gen)  # N' != N
+    weights = torch.rand(16, generator=gen)
+    twin = quantiles.detach().clone().requires_grad_()
+    out = quantile_huber_loss(quantiles, targets, kappa, weights)
+    out.loss.backward()
+    expected = formula_quantile_huber(twin, targets, kappa)
+    (weights * expected).mean().backward()
+    torch.testing.assert_close(out.per_sample, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(quantiles.grad, twin.grad, rtol=1e-5, atol=1e-7)
+    assert quantiles.grad.abs().sum() > 0
+
+
+def test_quantile_huber_loss_in_chunks_of_samples_equals_the_whole_batch(monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    quantiles, targets = torch.randn(10, 6, generator=gen), torch.randn(10, 5, generator=gen)
+    whole = losses.quantile_huber_parts(quantiles, targets, 1.0)
+    monkeypatch.setattr(losses, "QUANTILE_CHUNK", 3 * 6 * 5)  # 3 samples a pass: 4 passes, the last of 1
+    chunked = losses.quantile_huber_parts(quantiles, targets, 1.0)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

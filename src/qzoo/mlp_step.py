@@ -18,13 +18,13 @@ computes each step with no graph:
 
 QR-DQN's head (Dabney et al. 2018) is the same MLP with A * N outputs, the N quantiles theta_k(s, a) of each
 action; its loss is the quantile Huber loss with kappa 1 (``qzoo.losses.quantile_huber_loss``), whose gradient
-is written out in ``quantile_step``: only the taken action's N outputs get one, as only Q(s, a) does above.
+is ``qzoo.losses.quantile_huber_parts``'s: only the taken action's N outputs get one, as only Q(s, a) does above.
 
 ``FlatMLP.load`` copies the weights and Adam's state in from the ``nn.Linear`` layers and the
 ``torch.optim.Adam`` that own them, ``store`` copies them back in the optimizer's own layout (``step``,
 ``exp_avg``, ``exp_avg_sq`` per parameter): either path continues what the other began and checkpoints are
 unchanged. Steps agree with autograd and torch.optim.Adam to float32 rounding (tests/test_mlp_step.py).
-Nothing here imports qzoo; ``qzoo.fast_updates`` decides when to use it.
+Of qzoo it imports only the pure ``qzoo.losses.quantile_huber_parts``; ``qzoo.fast_updates`` decides when to use it.
 
 Two of the operations are torch's private ones, protected only by the exact torch pin: ``torch._fused_adam_``
 (torch.optim.Adam(fused=True)'s kernel, without its Python wrapper) and ``aten::threshold_backward`` (ReLU's
@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from qzoo.losses import quantile_huber_parts
 
 
 # The private ops FlatMLP.step calls, with the schemas it was written against (torch 2.13.0).
@@ -93,9 +95,6 @@ class FlatMLP:
         self._inputs: list[torch.Tensor] = []  # h_0 .. h_{L-1} of the last forward pass
         self._grad_scale = torch.ones((), device=device)  # the clipping factor's inverse
         self._step_count = torch.zeros((), device=device)  # t as the fused kernel reads it
-        # tau_hat_i = (2i + 1) / (2N) as (1, N, 1), in qzoo.losses.quantile_midpoints's arithmetic
-        self._tau = ((2 * torch.arange(n_quantiles, device=device, dtype=torch.float32) + 1)
-                     / (2 * n_quantiles)).view(1, -1, 1) if n_quantiles else None
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         sizes = [math.prod(shape) for shape in self.shapes]
@@ -164,23 +163,15 @@ class FlatMLP:
     def quantile_step(self, x: torch.Tensor, actions: torch.Tensor, target_quantiles: torch.Tensor,
                       loss: torch.Tensor) -> None:
         """One QR-DQN gradient step on the minibatch x (B, D) with actions (B,) long and target quantiles
-        T theta_j (B, N'); writes the step's loss (the batch mean of ``quantile_huber_loss``) into ``loss`` (0-d).
-
-            u_ij = T theta_j - theta_i,  w_ij = |tau_i - 1{u_ij < 0}|,  loss = mean_b sum_i mean_j w_ij L_1(u_ij)
-            dloss/dtheta_i = -sum_j w_ij clamp(u_ij, -1, 1) / (N' B)      (L_1'(u) = clamp(u, -1, 1); w is a
-                                                                           constant almost everywhere)
-        """
-        batch, n = len(x), self.n_quantiles
-        out = self.q(x).view(batch, -1, n)  # (B, A, N)
+        T theta_j (B, N'); writes the step's loss (the batch mean of ``quantile_huber_loss``, kappa 1) into
+        ``loss`` (0-d). The taken actions' quantiles get dloss/dtheta = ``quantile_huber_parts``'s gradient / B."""
+        batch = len(x)
+        out = self.q(x).view(batch, -1, self.n_quantiles)  # (B, A, N)
         rows = torch.arange(batch, device=x.device)
-        u = target_quantiles[:, None, :] - out[rows, actions][:, :, None]  # (B, N, N')
-        weight = (self._tau - (u < 0).float()).abs_()
-        abs_u = u.abs()
-        huber = torch.where(abs_u <= 1.0, 0.5 * u * u, abs_u - 0.5)
-        torch.mean((weight * huber).mean(dim=2).sum(dim=1), dim=0, out=loss)
-        grad_theta = (weight * u.clamp(-1.0, 1.0)).sum(dim=2).mul_(-1.0 / (u.shape[2] * batch))  # (B, N)
+        per_sample, grad_theta = quantile_huber_parts(out[rows, actions], target_quantiles, 1.0)
+        torch.mean(per_sample, dim=0, out=loss)
         dz = torch.zeros_like(out)
-        dz[rows, actions] = grad_theta
+        dz[rows, actions] = grad_theta.mul_(1.0 / batch)  # the batch mean
         self._backward_and_adam(dz.view(batch, -1))
 
     def _backward_and_adam(self, dz: torch.Tensor) -> None:

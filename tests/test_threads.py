@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qzoo.threads import physical_cores, resolve_torch_threads
+from qzoo.threads import busy_between, busy_cores, cpu_ticks, physical_cores, resolve_torch_threads
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -68,3 +68,49 @@ def test_a_fixed_thread_count_is_kept(requested, tmp_path):
 
 def test_this_process_gets_at_least_one_thread():
     assert resolve_torch_threads(0, True) >= 1
+
+
+STAT_BEFORE = """cpu  900 0 300 5000 100 0 0 0 0 0
+cpu0 500 0 100 2000 50 0 0 0 0 0
+cpu1 400 0 200 3000 50 0 0 0 0 0
+cpu2 0 0 0 100 0 0 0 0 0 0
+intr 12345
+"""
+# 100 ticks of each CPU later: cpu0 ran 90 (user 80, system 10), cpu1 ran 20 and waited 5 on I/O, cpu2 had 50
+# stolen by the hypervisor.
+STAT_AFTER = """cpu  1000 0 300 5100 105 0 0 50 0 0
+cpu0 580 0 110 2010 50 0 0 0 0 0
+cpu1 420 0 200 3075 55 0 0 0 0 0
+cpu2 0 0 0 150 0 0 0 50 0 0
+intr 23456
+"""
+
+
+def test_busy_time_between_two_readings_of_proc_stat_counts_steal_as_busy_and_iowait_as_free():
+    assert cpu_ticks(STAT_BEFORE, {0, 1}) == {0: (600, 2650), 1: (600, 3650)}  # the "cpu" total line is not a CPU
+    assert busy_between(STAT_BEFORE, STAT_AFTER, {0}) == pytest.approx(0.9)
+    assert busy_between(STAT_BEFORE, STAT_AFTER, {1}) == pytest.approx(0.2)
+    assert busy_between(STAT_BEFORE, STAT_AFTER, {2}) == pytest.approx(0.5)
+    assert busy_between(STAT_BEFORE, STAT_AFTER, {0, 1, 2}) == pytest.approx(1.6)
+    assert busy_between(STAT_BEFORE, STAT_AFTER, {0, 7}) == pytest.approx(0.9)  # a CPU /proc/stat lacks adds 0
+
+
+def test_a_busy_process_beside_this_one_is_seen_at_once_where_the_load_average_lags():
+    """The 1-minute load average of the first version still counted runs that had ended and missed new ones."""
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc/stat on this platform")
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        cpus = {next(iter(sorted(os.sched_getaffinity(burner.pid))))} if hasattr(os, "sched_getaffinity") else None
+        if cpus is not None:
+            os.sched_setaffinity(burner.pid, cpus)  # one known CPU, so it is busy whatever else the machine runs
+        busy = max(busy_cores(cpus, seconds=0.3) for _ in range(3))  # the burner is surely running by the last
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy == 1
+
+
+def test_without_proc_stat_the_load_average_stands_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 1.0, 0.5))
+    assert busy_cores({0}, seconds=0.0, stat=tmp_path / "missing") == 3

@@ -100,8 +100,8 @@ class DQNConfig:
     )
     torch_threads: int = _param(
         0, "torch CPU threads. 0: 1 for MLPs and MinAtar's CNN; for the frame CNNs, the free physical cores this "
-        "process may use (affinity, less the load average), at least 1 (qzoo.threads: measured alone and under "
-        "load)", "int"
+        "process may use (affinity, less the busy ones: /proc/stat over 0.2 s), at least 1 (qzoo.threads: measured "
+        "alone and under load)", "int"
     )
     manual_mlp_step: bool = _param(
         True, "plain MLP with Adam (Q values or QR quantiles): the gradient steps computed by hand (qzoo.mlp_step: "

@@ -17,9 +17,12 @@ thread that shares its core with the neighbour:
 So ``torch_threads: 0`` picks one thread for networks whose step is small (the MLPs of classic control, MinAtar's
 CNN): threads cost them more in hand-offs than they save, alone too. Frame CNNs (the Nature CNN gains 1.3x from a
 second idle core) get one thread per *free* physical core: the cores this process may use (affinity, SMT siblings
-counted once) less the busy ones, read from the 1-minute load average, at least one. A run started beside others
-therefore takes one thread; runs started at the same instant all see an idle machine, so ``qzoo sweep`` and
-``qzoo tune`` give each of their runs ``torch_threads: 1``, and side-by-side seeds should too.
+counted once) less the busy ones, at least one. Busy is measured, not remembered: the CPUs' busy time in /proc/stat
+over a fifth of a second (``busy_cores``). The first version read the 1-minute load average, which still counted
+runs that had ended: a SpaceInvaders run started just after another took 1 thread on an idle machine (118 env
+steps/s against 151 with 2; benchmarks/README.md, section 2). A run started beside others therefore takes one
+thread; runs started at the same instant all see an idle machine, so ``qzoo sweep`` and ``qzoo tune`` give each
+of their runs ``torch_threads: 1``, and side-by-side seeds should too.
 
 OpenMP's wait policy is left to OpenMP (libgomp: spin a while, then sleep). ``OMP_WAIT_POLICY=PASSIVE`` helped
 only where two threads shared a loaded machine and cost 2.3x (CartPole) and 1.4x (Nature CNN) alone, where qzoo's
@@ -29,9 +32,12 @@ default now runs one thread or has idle cores.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 SYSFS_CPUS = Path("/sys/devices/system/cpu")
+PROC_STAT = Path("/proc/stat")
+BUSY_SAMPLE_SECONDS = 0.2  # 20 clock ticks a CPU at Linux's usual 100 Hz: busy time to about 5% of a core
 
 
 def usable_cpus() -> set[int]:
@@ -55,8 +61,42 @@ def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
     return max(1, len(cores))
 
 
-def busy_cores() -> int:
-    """Cores other processes keep busy: the 1-minute load average, rounded (0 where it cannot be read)."""
+def cpu_ticks(stat: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """(busy, total) clock ticks since boot of each CPU of ``cpus`` in /proc/stat's text (its ``cpuN`` lines:
+    user nice system idle iowait irq softirq steal ...). Idle and iowait are free time; steal (a hypervisor running
+    another guest) is busy: the core is not ours then."""
+    ticks = {}
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) >= 8:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[:8])
+            total = user + nice + system + idle + iowait + irq + softirq + steal
+            ticks[int(name[3:])] = (total - idle - iowait, total)
+    return ticks
+
+
+def busy_between(before: str, after: str, cpus: set[int]) -> float:
+    """CPUs' worth of busy time among ``cpus`` between two readings of /proc/stat (0.0 to len(cpus))."""
+    start, end = cpu_ticks(before, cpus), cpu_ticks(after, cpus)
+    busy = 0.0
+    for cpu in start.keys() & end.keys():
+        elapsed = end[cpu][1] - start[cpu][1]
+        if elapsed > 0:
+            busy += (end[cpu][0] - start[cpu][0]) / elapsed
+    return busy
+
+
+def busy_cores(cpus: set[int] | None = None, seconds: float = BUSY_SAMPLE_SECONDS, stat: Path = PROC_STAT) -> int:
+    """Cores other processes keep busy now among ``cpus`` (default: this process's): their busy time in /proc/stat
+    over ``seconds``, while this process sleeps, rounded. Without /proc/stat (macOS, Windows), the 1-minute load
+    average, rounded; 0 where neither can be read."""
+    cpus = usable_cpus() if cpus is None else cpus
+    try:
+        before = stat.read_text()
+        time.sleep(seconds)
+        return round(busy_between(before, stat.read_text(), cpus))
+    except OSError:
+        pass
     try:
         return round(os.getloadavg()[0])
     except (AttributeError, OSError):
@@ -67,10 +107,10 @@ def resolve_torch_threads(requested: int, frame_cnn: bool = False, cpus: set[int
                           sysfs: Path = SYSFS_CPUS, busy: int | None = None) -> int:
     """The torch intra-op thread count for ``torch_threads: requested`` (see the module docstring): itself when
     > 0; else 1 for small networks, and for frame CNNs (``frame_cnn``: networks.FRAME_NETWORKS) the free physical
-    cores among the usable CPUs (``cpus``) less the ``busy`` ones (the load average), at least 1."""
+    cores among the usable CPUs (``cpus``) less the ``busy`` ones (default: measured now, ``busy_cores``), at least 1."""
     if requested > 0:
         return requested
     if not frame_cnn:
         return 1
-    cores = physical_cores(usable_cpus() if cpus is None else cpus, sysfs)
-    return max(1, cores - (busy_cores() if busy is None else busy))
+    cpus = usable_cpus() if cpus is None else cpus
+    return max(1, physical_cores(cpus, sysfs) - (busy_cores(cpus) if busy is None else busy))

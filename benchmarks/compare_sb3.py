@@ -29,8 +29,8 @@ Tasks (``--only`` picks some):
 - SB3's DQN has no Double DQN, so qzoo runs ``double_q: false`` in the DQN rows too (its default is true).
 
 Threads: ``--threads T`` gives both libraries T torch threads (and ``OMP_NUM_THREADS=T``); ``--threads 0`` leaves
-each to its default (qzoo: ``torch_threads: 0`` and its passive OpenMP waiting, ``qzoo.threads``; SB3: torch's
-default). The default is 2 alone and 0 with ``--load``.
+each to its default (qzoo: ``torch_threads: 0``, ``qzoo.threads``: 1 thread for the MLPs, the free cores for
+frame CNNs; SB3: torch's default, one thread per CPU). The default is 2 alone and 0 with ``--load``.
 
 Under load (``--load [N]``, N = 1 by default): each round also measures both libraries beside N CPU-burning
 processes (a pure-Python busy loop each, started by this script before the run and killed after it). It reports

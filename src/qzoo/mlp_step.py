@@ -220,7 +220,6 @@ class FlatMLP:
             self.step(x[k], index[k], onehot[k], target(k), deltas[k])
         return deltas
 
-
     def train_quantiles(self, x: torch.Tensor, actions: torch.Tensor,
                         target: Callable[[int], torch.Tensor]) -> torch.Tensor:
         """K QR-DQN gradient steps, step k on x[k] (K, B, D) with actions[k] (K, B) and the target quantiles

@@ -67,7 +67,7 @@ def cpu_ticks(stat: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
     another guest) is busy: the core is not ours then."""
     ticks = {}
     for line in stat.splitlines():
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) >= 8:
             user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[:8])
             total = user + nice + system + idle + iowait + irq + softirq + steal

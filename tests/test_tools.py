@@ -99,7 +99,11 @@ def test_a_diverging_trial_is_pruned_not_a_crash(tmp_path, capsys):
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_continues(tmp_path):
     out = tmp_path / "tune"
     argv = [QZOO, "tune", *TINY_TUNE, "--trials", "50", "--out", str(out)]
-    worker = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A user's Ctrl-C reaches a process whose SIGINT is at its default. A suite started in the background of a
+    # non-interactive shell (`make test &`) has SIGINT ignored, and children inherit that: the tune then never
+    # saw the signal (exit 0 after its 50 trials). The child starts from the default, whoever started pytest.
+    worker = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     finished = 0
     deadline = time.monotonic() + 240
@@ -110,6 +114,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_continues(tmp_path):
             finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         except Exception:  # the study is not created yet
             continue
+    assert worker.poll() is None, "the tune ended before it was interrupted"
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 130, err

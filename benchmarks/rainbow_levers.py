@@ -53,9 +53,11 @@ def rows(task: str) -> list[tuple[str, dict]]:
     plain = [("plain DQN (Double DQN)", {})]
     if task == "cartpole":  # the plain MLP takes the flat-buffer steps (qzoo.fast_updates); autograd's for reference
         plain.append(("plain DQN, autograd steps", {"manual_mlp_step": False}))
+    preset = [("all switches (the preset)", everything)]
+    if task == "cartpole":  # the Rainbow MLP head takes the flat steps too (qzoo.head_step)
+        preset.append(("all switches, autograd steps", {**everything, "manual_mlp_step": False}))
     return (plain + [(f"+ {name} alone" + (f" (n = {n_step})" if name == "n_step" else ""), switch)
-                     for name, switch in switches.items()]
-            + [("all switches (the preset)", everything)])
+                     for name, switch in switches.items()] + preset)
 
 
 # ------------------------------------------------------------------------------------------ worker

@@ -43,10 +43,16 @@ PARITY_CASES = {
     # QR-DQN's plain MLP (FlatMLP.quantile_step): a* from the online network, then from the target's (sb3-contrib)
     "distributional": {"distributional": "qr", "n_atoms": 11},
     "distributional_qr_single_q": {"distributional": "qr", "n_atoms": 5, "double_q": False, "n_step": 3},
-    # Fields that act only through a switch that is off here: they must not change the flat steps either.
-    "inert_switch_fields": {"prioritized_replay_alpha": 0.9, "prioritized_replay_beta0": 0.6,
-                            "prioritized_replay_eps": 1e-3, "noisy_sigma0": 0.1, "n_atoms": 11,
-                            "v_min": -1.0, "v_max": 1.0},
+    # The Rainbow switches on the MLP (qzoo.head_step.FlatHead), one step at a time: each alone, then together
+    "dueling": {"dueling": True},
+    "noisy": {"noisy": True, "noisy_sigma0": 0.3},  # both twins draw the same noise (learn_twins seeds torch)
+    "prioritized_replay": {"prioritized_replay": True, "prioritized_replay_alpha": 0.7,
+                           "prioritized_replay_beta0": 0.5, "prioritized_replay_eps": 1e-3},
+    "distributional_c51": {"distributional": "c51", "n_atoms": 11, "v_min": -5.0, "v_max": 20.0},
+    "rainbow": {"dueling": True, "noisy": True, "distributional": "c51", "n_atoms": 11, "v_min": 0.0, "v_max": 50.0,
+                "prioritized_replay": True, "n_step": 3, "loss": "mse"},  # loss: inert under C51
+    "rainbow_without_double_q": {"dueling": True, "noisy": True, "prioritized_replay": True, "double_q": False,
+                                 "loss": "mse", "max_grad_norm": 0.1},
     "arithmetic_settings": {"deterministic": True, "torch_threads": 1, "device": "cpu"},
 }
 
@@ -55,9 +61,6 @@ EXCLUDES = {
     "manual_mlp_step": ("CartPole-v1", {"manual_mlp_step": False}),
     "optimizer": ("CartPole-v1", {"optimizer": "rmsprop"}),
     "precision": ("CartPole-v1", {"precision": "bfloat16"}),
-    "prioritized_replay": ("CartPole-v1", {"prioritized_replay": True}),
-    "dueling": ("CartPole-v1", {"dueling": True}),
-    "noisy": ("CartPole-v1", {"noisy": True}),
     "network": ("BreakoutNoFrameskip-v4", {"network": "cnn", "precision": "float32"}),
 }
 
@@ -90,7 +93,9 @@ def learn_twins(**overrides) -> tuple[DQN, DQN]:
     fast = DQN("CartPole-v1", **{**HARNESS, **overrides})
     plain = copy.deepcopy(fast)
     plain.manual_mlp_step = False  # the paper's train_step through autograd
-    fast.learn(), plain.learn()
+    for agent in (fast, plain):  # NoisyNets draw from torch's generator: the same numbers for both twins
+        torch.manual_seed(11)
+        agent.learn()
     return fast, plain
 
 
@@ -111,6 +116,13 @@ def test_the_flat_mlp_steps_learn_what_autograd_learns_for_every_field_of_the_le
         torch.testing.assert_close(state["exp_avg"], plain_adam[key]["exp_avg"], rtol=1e-3, atol=1e-6)
         torch.testing.assert_close(state["exp_avg_sq"], plain_adam[key]["exp_avg_sq"], rtol=1e-2, atol=1e-9)
     assert fast.buffer.rng.bit_generator.state == plain.buffer.rng.bit_generator.state  # the same minibatches
+
+
+@pytest.mark.parametrize("switch", [{"dueling": True}, {"noisy": True}, {"prioritized_replay": True}])
+def test_qr_dqn_under_another_rainbow_switch_takes_autograds_steps(switch):
+    agent = DQN("CartPole-v1", **{**HARNESS, "distributional": "qr", "n_atoms": 5, **switch})
+    assert not agent.manual_mlp_step  # neither FlatMLP nor FlatHead computes QR's loss on that network
+    assert DQN("CartPole-v1", **{**HARNESS, **switch}).manual_mlp_step
 
 
 @pytest.mark.parametrize("field", list(EXCLUDES))

@@ -192,15 +192,20 @@ def twin_agents(**extra):
     return manual, plain
 
 
-def test_dqn_uses_the_manual_step_for_the_plain_mlp_only():
-    assert DQN("CartPole-v1", **AGENT).manual_mlp_step
-    assert not DQN("CartPole-v1", **AGENT, manual_mlp_step=False).manual_mlp_step
-    assert not DQN("CartPole-v1", **AGENT, optimizer="rmsprop").manual_mlp_step
-    assert not DQN("CartPole-v1", **AGENT, dueling=True).manual_mlp_step
-    assert DQN("CartPole-v1", **AGENT, distributional="qr", n_atoms=11).manual_mlp_step  # QR-DQN's plain MLP
-    assert not DQN("CartPole-v1", **AGENT, distributional="c51", n_atoms=11).manual_mlp_step
-    assert not DQN("CartPole-v1", **AGENT, prioritized_replay=True).manual_mlp_step
-    assert not DQN("CartPole-v1", **AGENT, precision="bfloat16").manual_mlp_step
+def test_dqn_uses_the_plain_mlp_step_for_the_plain_mlp_and_the_head_step_for_the_rainbow_switches():
+    def path(**extra):
+        agent = DQN("CartPole-v1", **AGENT, **extra)
+        return type(agent._fast_updates).__name__ if agent.manual_mlp_step else None
+
+    assert path() == "FlatMLPUpdates"
+    assert path(manual_mlp_step=False) is None
+    assert path(optimizer="rmsprop") is None
+    assert path(precision="bfloat16") is None
+    assert path(distributional="qr", n_atoms=11) == "FlatMLPUpdates"  # QR-DQN's plain MLP
+    assert path(dueling=True) == path(noisy=True) == path(prioritized_replay=True) == "FlatHeadUpdates"
+    assert path(distributional="c51", n_atoms=11) == "FlatHeadUpdates"
+    assert path(distributional="qr", n_atoms=11, dueling=True) is None  # QR under another switch: autograd
+    assert path(distributional="qr", n_atoms=11, prioritized_replay=True) is None
 
 
 @pytest.mark.parametrize("extra", [{}, {"n_step": 3, "loss": "mse"}])

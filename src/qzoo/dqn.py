@@ -34,9 +34,9 @@ from qzoo.buffer import ReplayBuffer, replay_bytes
 from qzoo.envs import EnvOptions, make_env
 from qzoo.errors import QzooError, TrainingDiverged
 from qzoo.evaluation import EvalStats, StepHook
-from qzoo.fast_updates import FlatMLPUpdates, flat_mlp_eligible, target_copy, training_memory_format
+from qzoo.fast_updates import flat_path, flat_updates, target_copy, training_memory_format
 from qzoo.files import atomic_write
-from qzoo.losses import c51_loss, c51_projection, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
+from qzoo.losses import c51_loss, c51_target, q_loss, q_loss_per_sample, quantile_huber_loss, soft_update, td_target
 from qzoo.networks import FRAME_NETWORKS, QFunction, build_q_network, choose_network, weights_sha256
 from qzoo.periodic import PeriodicWork, crossings
 from qzoo.schedules import linear_schedule
@@ -126,9 +126,10 @@ class DQN:
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = self._make_optimizer()
         self._target_copy: QFunction | None = None  # what _target_forward evaluates; made again by update_target
-        # The plain MLP's gradient steps by hand where they compute what train_step does (qzoo.fast_updates).
-        self.manual_mlp_step = flat_mlp_eligible(config, self.q_net, self.optimizer, self.autocast_dtype)
-        self._fast_updates = FlatMLPUpdates(self)
+        # The MLP's gradient steps by hand, plain or under the Rainbow head, where they compute what train_step does.
+        path = flat_path(config, self.q_net, self.optimizer, self.autocast_dtype)
+        self.manual_mlp_step = path is not None
+        self._fast_updates = flat_updates(self, path)
         self._buffer: ReplayBuffer | None = None  # allocated at the first learn(): predict-only agents need none
 
         self.num_timesteps = 0
@@ -413,11 +414,7 @@ class DQN:
         c, rows = self.config, torch.arange(len(actions), device=self.device)
         discounts = gamma * (1.0 - terminated.float())  # gamma^k, or 0 after a termination
         if c.distributional == "c51":
-            support = self.q_net.support
-            next_q = (next_target * support).sum(2) if next_out_online is None else (
-                torch.softmax(next_out_online, dim=2) * support).sum(2)
-            best = next_q.argmax(dim=1)
-            target_probs = c51_projection(next_target[rows, best], rewards, discounts, support)
+            target_probs = c51_target(next_target, rewards, discounts, self.q_net.support, next_out_online)
             log_probs = torch.log_softmax(out_obs[rows, actions], dim=1)
             result = c51_loss(log_probs, target_probs, weights)
         else:

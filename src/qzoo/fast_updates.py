@@ -4,10 +4,12 @@
 speed tricks (benchmarks/README.md) compute the same numbers in fewer operations, and each is decided here, in one
 function, so that the training loop stays readable and a new switch cannot silently slip past them:
 
-* ``flat_mlp_eligible`` -> ``FlatMLPUpdates.steps(n)``: the plain MLP's n gradient steps of one train_freq
+* ``flat_path`` -> ``FlatMLPUpdates.steps(n)``: the plain MLP's n gradient steps of one train_freq
   crossing by ``qzoo.mlp_step.FlatMLP`` (autograd's and Adam's arithmetic without a graph, 2.8x end to end on
   CartPole), the minibatches drawn at once and the target network's Q(s', .) computed in one pass; the same for
   QR-DQN's plain MLP (``distributional: qr``), whose quantile Huber loss FlatMLP also differentiates by hand;
+* ``flat_path`` -> ``FlatHeadUpdates.steps(n)``: the Rainbow switches on the MLP (dueling, noisy, C51,
+  prioritised replay) by ``qzoo.head_step.FlatHead``, one minibatch at a time;
 * ``target_copy``: the target network with its weights in bfloat16 between target updates, under autocast;
 * ``training_memory_format``: channels-last weights and minibatches for the frame CNNs under bfloat16.
 
@@ -25,9 +27,11 @@ import torch
 
 from qzoo.buffer import ReplayBuffer
 from qzoo.config import DQNConfig
-from qzoo.losses import td_target
+from qzoo.head_step import FlatHead
+from qzoo.losses import c51_target, td_target
 from qzoo.mlp_step import FlatMLP, loss_values, private_op_problems
 from qzoo.networks import FRAME_NETWORKS, QFunction
+from qzoo.sumtree import beta_schedule
 
 MLP_BURST_ROWS = 4_096  # transitions sampled at once for the plain MLP's steps (RL-Zoo CartPole: 2 bursts of 64 steps)
 
@@ -39,29 +43,57 @@ class Learner(Protocol):
     q_net: QFunction
     target_net: QFunction
     optimizer: torch.optim.Optimizer
+    n_actions: int
+    num_timesteps: int
+    horizon: int
 
     @property
     def buffer(self) -> ReplayBuffer: ...
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor: ...
 
+    def _target_forward(self, next_obs: torch.Tensor) -> torch.Tensor: ...
 
-def flat_mlp_eligible(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimizer,
-                      autocast_dtype: torch.dtype | None) -> bool:
-    """Whether ``FlatMLPUpdates`` computes what autograd's ``DQN.train_step`` would, to float32 rounding.
 
-    ``FlatMLP`` implements one network (Flatten, Linear and ReLU layers: no dueling, noise or C51 atoms), one
-    optimizer (Adam in torch's form, one parameter group, no weight decay, amsgrad or maximize), float32, and
-    the unweighted mean Huber or squared loss, or QR-DQN's quantile Huber loss: prioritised replay weights the
-    loss and writes priorities after every step. It calls two private torch ops; without them (another torch)
-    the agent uses autograd. ``manual_mlp_step: false`` turns it off (the plain path, for comparison).
+def flat_path(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimizer,
+              autocast_dtype: torch.dtype | None) -> str | None:
+    """Which flat steps compute what autograd's ``DQN.train_step`` would, to float32 rounding: ``mlp``
+    (``FlatMLPUpdates``), ``head`` (``FlatHeadUpdates``) or None (autograd).
+
+    Both implement one optimizer (Adam in torch's form, one parameter group, no weight decay, amsgrad or
+    maximize), float32, and networks on a flatten body; they call private torch ops, without which (another
+    torch) the agent uses autograd. ``manual_mlp_step: false`` turns them off (the plain path, for comparison).
+
+    * ``mlp``: ``FlatMLP``'s network (Flatten, Linear and ReLU layers: no dueling, noise or C51 atoms) with the
+      unweighted mean Huber or squared loss, or QR-DQN's quantile Huber loss, and uniform replay: its bursts draw
+      their minibatches at once.
+    * ``head``: ``FlatHead``'s, the Rainbow switches on that network (dueling streams, noisy layers, C51 atoms,
+      the Huber or squared loss without atoms) with prioritised replay or without: one step at a time, as the
+      priorities of a step choose the next minibatch. QR-DQN with another switch stays with autograd.
     """
     group = optimizer.param_groups[0]
     adam = (type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1
             and group["weight_decay"] == 0 and not group["amsgrad"] and not group["maximize"])
-    head = config.distributional == "qr" or (config.distributional == "none" and config.loss in ("huber", "mse"))
-    return (config.manual_mlp_step and q_net.plain_mlp_layers() is not None and adam and autocast_dtype is None
-            and not config.prioritized_replay and head and not private_op_problems())
+    if not (config.manual_mlp_step and adam and autocast_dtype is None) or private_op_problems():
+        return None
+    q_head = config.distributional == "none" and config.loss in ("huber", "mse")
+    if q_net.plain_mlp_layers() is not None and not config.prioritized_replay and (
+            q_head or config.distributional == "qr"):
+        return "mlp"
+    if q_net.head_streams() is not None and (q_head or config.distributional == "c51"):
+        return "head"
+    return None
+
+
+def flat_mlp_eligible(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimizer,
+                      autocast_dtype: torch.dtype | None) -> bool:
+    """Whether the agent takes flat steps (``flat_path``) instead of autograd's."""
+    return flat_path(config, q_net, optimizer, autocast_dtype) is not None
+
+
+def flat_updates(agent: "Learner", path: str | None) -> "FlatMLPUpdates | FlatHeadUpdates":
+    """The agent's flat steps for ``flat_path``'s answer (``FlatMLPUpdates`` for None: never called then)."""
+    return FlatHeadUpdates(agent) if path == "head" else FlatMLPUpdates(agent)
 
 
 class FlatMLPUpdates:
@@ -141,6 +173,66 @@ class FlatMLPUpdates:
         if self._flat is None or any(a is not b for a, b in zip(self._flat[1], linears)):
             loss, quantiles = ("quantile", c.n_atoms) if c.distributional == "qr" else (c.loss, 0)
             self._flat = (FlatMLP(linears, loss, c.max_grad_norm, quantiles), linears)
+        return self._flat
+
+
+class FlatHeadUpdates:
+    """The Rainbow head's gradient steps through ``FlatHead``, one minibatch at a time, as ``DQN.train_step``.
+
+    Each step samples its minibatch (prioritised: with the priorities the previous step wrote), redraws the
+    noise of both networks in the same order as ``train_step`` (so the same seed draws the same numbers),
+    evaluates the target network as ``train_step`` does and steps the online head by hand. The weights go back
+    into ``q_net`` and Adam's moments into the agent's ``torch.optim.Adam`` after the n steps of a call.
+    """
+
+    def __init__(self, agent: "Learner"):
+        self.agent = agent
+        self._flat: tuple[FlatHead, list[torch.Tensor]] | None = None  # the buffers and q_net's parameters
+
+    def steps(self, n: int) -> list[float]:
+        """``n`` gradient steps; the loss of each, as ``DQN.train_step`` reports it."""
+        agent, c = self.agent, self.agent.config
+        flat, parameters = self._flat_head()
+        flat.load_tensors(parameters, agent.optimizer)
+        beta = beta_schedule(c.prioritized_replay_beta0, agent.num_timesteps / max(agent.horizon, 1))
+        losses = [self._step(flat, beta) for _ in range(n)]
+        flat.store_tensors(parameters, agent.optimizer)
+        return losses
+
+    def _step(self, flat: FlatHead, beta: float) -> float:
+        agent, c = self.agent, self.agent.config
+        batch = agent.buffer.sample(c.batch_size, beta)
+        obs, next_obs = agent._to_device(batch.obs), agent._to_device(batch.next_obs)
+        actions = agent._to_device(batch.actions).long()
+        rewards, terminated = agent._to_device(batch.rewards), agent._to_device(batch.terminated)
+        gamma = c.gamma if batch.discounts is None else agent._to_device(batch.discounts)
+        weights = None if batch.weights is None else agent._to_device(batch.weights)
+        if c.noisy:  # fresh noise for every update, online then target, as train_step draws it
+            agent.q_net.reset_noise()
+            agent.target_net.reset_noise()
+        flat.build()
+        with torch.no_grad():
+            next_target = agent._target_forward(next_obs).float()  # Q or C51 probabilities at s'
+        next_online = flat.outputs(next_obs.flatten(1).float(), keep=False) if c.double_q else None
+        out = flat.outputs(obs.flatten(1).float())
+        if c.distributional == "c51":
+            discounts = gamma * (1.0 - terminated.float())
+            target = c51_target(next_target, rewards, discounts, agent.q_net.support, next_online)
+        else:
+            target = td_target(rewards, terminated, next_target, gamma,
+                               None if next_online is None else next_online.squeeze(2))
+        loss, priorities = flat.step(out, actions, target, weights)
+        if weights is not None:  # prioritised replay: p_i from this step's losses, as train_step writes them
+            agent.buffer.update_priorities(batch.rows, priorities.float().cpu().numpy())
+        return loss.item()
+
+    def _flat_head(self) -> tuple[FlatHead, list[torch.Tensor]]:
+        agent, c = self.agent, self.agent.config
+        parameters = list(agent.q_net.parameters())
+        if self._flat is None or any(a is not b for a, b in zip(self._flat[1], parameters)):
+            atoms, loss = (c.n_atoms, "c51") if c.distributional == "c51" else (1, c.loss)
+            head = FlatHead(agent.q_net.head_streams(), parameters, agent.n_actions, atoms, loss, c.max_grad_norm)
+            self._flat = (head, parameters)
         return self._flat
 
 

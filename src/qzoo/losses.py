@@ -121,6 +121,26 @@ def c51_projection(
         return projected
 
 
+def c51_target(
+    next_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    support: torch.Tensor,
+    next_logits_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """C51's target distribution m: ``c51_projection`` of r + discount * Z(s', a*) (Bellemare et al. 2017, Alg. 1).
+
+    a* = argmax_a sum_k p_k(s', a) z_k of the target network's probabilities ``next_probs`` (B, A, K), or of the
+    online network's (a softmax of ``next_logits_online`` (B, A, K)) for Double DQN, as Rainbow (Hessel et al.
+    2018). rewards, discounts (B,) as ``c51_projection``'s. Returns (B, K), detached.
+    """
+    with torch.no_grad():
+        picker = next_probs if next_logits_online is None else torch.softmax(next_logits_online, dim=2)
+        best = (picker * support).sum(2).argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        return c51_projection(next_probs[rows, best], rewards, discounts, support)
+
+
 def c51_loss(
     log_probs: torch.Tensor, target_probs: torch.Tensor, weights: torch.Tensor | None = None
 ) -> PerSampleLoss:

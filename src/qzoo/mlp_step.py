@@ -74,42 +74,32 @@ def _tensors(linears: Sequence[torch.nn.Linear]) -> list[torch.Tensor]:
     return [t for m in linears for t in (m.weight, m.bias)]
 
 
-class FlatMLP:
-    """An MLP's weights, gradients and Adam moments as flat float32 buffers, and its gradient steps."""
+class FlatAdam:
+    """Parameters, their gradients and Adam's two moments as flat float32 buffers, with clipping and Adam's step.
 
-    def __init__(self, linears: Sequence[torch.nn.Linear], loss: str, max_norm: float, n_quantiles: int = 0):
-        """``loss``: ``huber`` or ``mse`` for a Q head (|A| outputs); ``quantile`` for a QR head of
-        ``n_quantiles`` quantiles per action (|A| * N outputs, action-major as ``QNetwork.head_outputs``)."""
-        if loss not in ("huber", "mse", "quantile"):
-            raise ValueError(f"unknown loss {loss!r}")
-        if (loss == "quantile") != (n_quantiles > 0) or linears[-1].out_features % max(n_quantiles, 1):
-            raise ValueError(f"loss {loss!r} with {n_quantiles} quantiles and {linears[-1].out_features} outputs")
-        self.loss, self.max_norm, self.n_quantiles = loss, max_norm, n_quantiles
-        tensors = _tensors(linears)
+    ``tensors`` are the network's parameters in the optimizer's order; ``views`` gives each of them as a view into
+    a flat buffer (the weights, the gradients or a moment), so a step writes the gradients into ``grads``' views,
+    then ``clip_and_adam`` clips their norm and takes Adam's step over all of them at once.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], max_norm: float):
+        self.max_norm = max_norm
         self.shapes = [t.shape for t in tensors]
         size, device = sum(t.numel() for t in tensors), tensors[0].device
         self.params, self.grads, self.exp_avg, self.exp_avg_sq = (torch.zeros(size, device=device) for _ in range(4))
         self.t = 0  # Adam's step count
-        self.layers, self.grad_layers = self._layers(self.params), self._layers(self.grads)
         self.lr, self.betas, self.eps = 1e-3, (0.9, 0.999), 1e-8
-        self._inputs: list[torch.Tensor] = []  # h_0 .. h_{L-1} of the last forward pass
         self._grad_scale = torch.ones((), device=device)  # the clipping factor's inverse
         self._step_count = torch.zeros((), device=device)  # t as the fused kernel reads it
 
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """One of the flat buffers as one view per parameter, in the parameters' order and shapes."""
         sizes = [math.prod(shape) for shape in self.shapes]
         return [part.view(shape) for part, shape in zip(flat.split(sizes), self.shapes)]
 
-    def _layers(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        views = self._views(flat)
-        return list(zip(views[0::2], views[1::2]))
-
-    # ------------------------------------------------------------------------------ in and out
-
     @torch.no_grad()
-    def load(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
-        """Copy in the layers' weights and the Adam state ``optimizer`` (one parameter group) keeps for them."""
-        tensors = _tensors(linears)
+    def load_tensors(self, tensors: Sequence[torch.Tensor], optimizer: torch.optim.Adam) -> None:
+        """Copy in the parameters' values and the Adam state ``optimizer`` (one parameter group) keeps for them."""
         torch.cat([t.reshape(-1) for t in tensors], out=self.params)
         group = optimizer.param_groups[0]
         self.lr, self.betas, self.eps = group["lr"], group["betas"], group["eps"]
@@ -124,11 +114,10 @@ class FlatMLP:
         self._guard_moments()
 
     @torch.no_grad()
-    def store(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
-        """Copy the weights back into the layers and Adam's state into ``optimizer``, in its own layout."""
-        tensors = _tensors(linears)
-        for tensor, flat, m, v in zip(tensors, self._views(self.params), self._views(self.exp_avg),
-                                      self._views(self.exp_avg_sq)):
+    def store_tensors(self, tensors: Sequence[torch.Tensor], optimizer: torch.optim.Adam) -> None:
+        """Copy the values back into the parameters and Adam's state into ``optimizer``, in its own layout."""
+        for tensor, flat, m, v in zip(tensors, self.views(self.params), self.views(self.exp_avg),
+                                      self.views(self.exp_avg_sq)):
             tensor.copy_(flat)
             state = optimizer.state[tensor]
             if not state:
@@ -137,6 +126,63 @@ class FlatMLP:
             state["step"].fill_(float(self.t))
             state["exp_avg"].copy_(m)
             state["exp_avg_sq"].copy_(v)
+
+    def clip_and_adam(self) -> None:
+        """Clip the norm of ``grads`` and take Adam's step on ``params``."""
+        # clip_grad_norm_: g <- g * min(1, max_norm / (||g|| + 1e-6)); the fused kernel divides g by grad_scale.
+        norm = torch.linalg.vector_norm(self.grads)
+        torch.div(norm.add_(1e-6), self.max_norm, out=self._grad_scale).clamp_(min=1.0)
+        self.t += 1
+        if self.t % 100 == 0:
+            self._guard_moments()
+        beta1, beta2 = self.betas
+        self._step_count.fill_(float(self.t))
+        # torch.optim.Adam(fused=True)'s own kernel, called directly: its step() wrapper costs more than the kernel.
+        torch._fused_adam_([self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self._step_count],
+                           lr=self.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
+                           maximize=False, grad_scale=self._grad_scale, found_inf=None)
+
+    def _guard_moments(self) -> None:
+        """Keep Adam's moments off this CPU's slow paths (measured here, benchmarks/README.md): its vectorised sqrt
+        is 10x slower on zeros, and arithmetic 20-35x slower on denormal numbers (below 1.2e-38) in torch's worker
+        threads, which the flush-to-zero flag of ``torch.set_flush_denormal`` does not reach. A ReLU unit that never
+        fires has v = 0 (a quarter of CartPole's weights); one that stops firing has zero gradients, and its m
+        decays by beta1 a step into denormals within a few hundred steps. So every 100 steps (and on ``load``)
+        m below 1e-30 in magnitude becomes 0 and v is raised to at least 1e-30 (it cannot decay below 0.9e-30 in
+        100 steps). Either changes an update by less than 1e-7 of itself (sqrt(v) < 1e-15 against eps = 1e-8):
+        float32's resolution. Without it, Adam took longer than the matrix products of the step."""
+        self.exp_avg.masked_fill_(self.exp_avg.abs() < 1e-30, 0.0)
+        self.exp_avg_sq.clamp_(min=1e-30)
+
+
+class FlatMLP(FlatAdam):
+    """A plain MLP's weights, gradients and Adam moments as flat float32 buffers, and its gradient steps."""
+
+    def __init__(self, linears: Sequence[torch.nn.Linear], loss: str, max_norm: float, n_quantiles: int = 0):
+        """``loss``: ``huber`` or ``mse`` for a Q head (|A| outputs); ``quantile`` for a QR head of
+        ``n_quantiles`` quantiles per action (|A| * N outputs, action-major as ``QNetwork.head_outputs``)."""
+        if loss not in ("huber", "mse", "quantile"):
+            raise ValueError(f"unknown loss {loss!r}")
+        if (loss == "quantile") != (n_quantiles > 0) or linears[-1].out_features % max(n_quantiles, 1):
+            raise ValueError(f"loss {loss!r} with {n_quantiles} quantiles and {linears[-1].out_features} outputs")
+        super().__init__(_tensors(linears), max_norm)
+        self.loss, self.n_quantiles = loss, n_quantiles
+        self.layers, self.grad_layers = self._layers(self.params), self._layers(self.grads)
+        self._inputs: list[torch.Tensor] = []  # h_0 .. h_{L-1} of the last forward pass
+
+    def _layers(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        views = self.views(flat)
+        return list(zip(views[0::2], views[1::2]))
+
+    # ------------------------------------------------------------------------------ in and out
+
+    def load(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
+        """Copy in the layers' weights and the Adam state ``optimizer`` (one parameter group) keeps for them."""
+        self.load_tensors(_tensors(linears), optimizer)
+
+    def store(self, linears: Sequence[torch.nn.Linear], optimizer: torch.optim.Adam) -> None:
+        """Copy the weights back into the layers and Adam's state into ``optimizer``, in its own layout."""
+        self.store_tensors(_tensors(linears), optimizer)
 
     # ------------------------------------------------------------------------------ steps
 
@@ -183,30 +229,7 @@ class FlatMLP:
             torch.sum(dz, dim=0, out=grad_bias)
             if layer > 0:  # through this layer into the ReLU that made its input
                 dz = torch.ops.aten.threshold_backward(torch.mm(dz, weight), h, 0.0)  # one op: dh * [h > 0]
-        # clip_grad_norm_: g <- g * min(1, max_norm / (||g|| + 1e-6)); the fused kernel divides g by grad_scale.
-        norm = torch.linalg.vector_norm(self.grads)
-        torch.div(norm.add_(1e-6), self.max_norm, out=self._grad_scale).clamp_(min=1.0)
-        self.t += 1
-        if self.t % 100 == 0:
-            self._guard_moments()
-        beta1, beta2 = self.betas
-        self._step_count.fill_(float(self.t))
-        # torch.optim.Adam(fused=True)'s own kernel, called directly: its step() wrapper costs more than the kernel.
-        torch._fused_adam_([self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self._step_count],
-                           lr=self.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
-                           maximize=False, grad_scale=self._grad_scale, found_inf=None)
-
-    def _guard_moments(self) -> None:
-        """Keep Adam's moments off this CPU's slow paths (measured here, benchmarks/README.md): its vectorised sqrt
-        is 10x slower on zeros, and arithmetic 20-35x slower on denormal numbers (below 1.2e-38) in torch's worker
-        threads, which the flush-to-zero flag of ``torch.set_flush_denormal`` does not reach. A ReLU unit that never
-        fires has v = 0 (a quarter of CartPole's weights); one that stops firing has zero gradients, and its m
-        decays by beta1 a step into denormals within a few hundred steps. So every 100 steps (and on ``load``)
-        m below 1e-30 in magnitude becomes 0 and v is raised to at least 1e-30 (it cannot decay below 0.9e-30 in
-        100 steps). Either changes an update by less than 1e-7 of itself (sqrt(v) < 1e-15 against eps = 1e-8):
-        float32's resolution. Without it, Adam took longer than the matrix products of the step."""
-        self.exp_avg.masked_fill_(self.exp_avg.abs() < 1e-30, 0.0)
-        self.exp_avg_sq.clamp_(min=1e-30)
+        self.clip_and_adam()
 
     def train(self, x: torch.Tensor, actions: torch.Tensor, target: Callable[[int], torch.Tensor]) -> torch.Tensor:
         """K gradient steps, step k on the minibatch x[k] (K, B, D) with actions[k] (K, B) and the TD targets

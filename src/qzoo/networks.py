@@ -33,6 +33,9 @@ class QFunction(nn.Module):
     * ``plain_mlp_layers()``: the linear layers when the network is Flatten -> (Linear, ReLU)* -> Linear on float
       inputs, the network ``qzoo.mlp_step.FlatMLP`` steps by hand (Q values, or QR's A * K quantiles, as its
       outputs); None otherwise.
+    * ``head_streams()``: when the body is a flatten (no parameters), the head's linear layers (``nn.Linear`` or
+      ``NoisyLinear``) stream by stream: the advantage (or only) stream, then the value stream with dueling; the
+      network ``qzoo.head_step.FlatHead`` steps by hand. None otherwise.
     """
 
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
@@ -53,6 +56,9 @@ class QFunction(nn.Module):
         yield
 
     def plain_mlp_layers(self) -> list[nn.Linear] | None:
+        return None
+
+    def head_streams(self) -> list[list[nn.Module]] | None:
         return None
 
 
@@ -86,6 +92,9 @@ class MLP(QFunction):
 
     def plain_mlp_layers(self) -> list[nn.Linear]:
         return [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+
+    def head_streams(self) -> list[list[nn.Module]]:
+        return [self.plain_mlp_layers()]
 
 
 def _mlp(n_inputs: int, hidden: Sequence[int], n_outputs: int) -> nn.Sequential:
@@ -359,6 +368,13 @@ class QNetwork(QFunction):
         if self.dueling or self.noisy or self.distribution == "c51" or any(True for _ in self.body.parameters()):
             return None
         return [m for m in self.advantage.modules() if isinstance(m, nn.Linear)]
+
+    def head_streams(self) -> list[list[nn.Module]] | None:
+        """The streams' linear layers (advantage, then value with dueling) when the body has no parameters."""
+        if any(True for _ in self.body.parameters()):
+            return None
+        return [[m for m in stream if isinstance(m, (nn.Linear, NoisyLinear))]
+                for stream in (self.advantage, self.value) if stream is not None]
 
     def _noisy_layers(self) -> list[NoisyLinear]:
         # Found once: walking the modules costs more than redrawing their noise.

@@ -51,14 +51,19 @@ class _Layer:
     built_weight: torch.Tensor | None = None  # W and b of the current step (noisy layers)
     built_bias: torch.Tensor | None = None
 
-    def build(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's (W, b): the noisy sum for the current noise (autograd's arithmetic: a product, then a sum)."""
+    def build(self) -> None:
+        """A noisy layer's W and b for its current noise (autograd's arithmetic: a product, then a sum)."""
         if self.noisy is None:
-            return self.weight, self.bias
+            return
         eps_in, eps_out = self.noisy.eps_in, self.noisy.eps_out
         torch.mul(eps_out[:, None], eps_in[None, :], out=self.noise)
         torch.mul(self.sigma_weight, self.noise, out=self.built_weight).add_(self.weight)
         torch.mul(self.sigma_bias, eps_out, out=self.built_bias).add_(self.bias)
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's (W, b): the built noisy sum, or the plain layer's own."""
+        if self.noisy is None:
+            return self.weight, self.bias
         return self.built_weight, self.built_bias
 
 
@@ -108,7 +113,7 @@ class FlatHead(FlatAdam):
             inputs, h = [], x
             for i, layer in enumerate(stream):
                 inputs.append(h)
-                weight, bias = (layer.built_weight, layer.built_bias) if layer.noisy else (layer.weight, layer.bias)
+                weight, bias = layer.weights()
                 h = torch.addmm(bias, h, weight.t())
                 if i < len(stream) - 1:
                     h.relu_()
@@ -165,5 +170,4 @@ class FlatHead(FlatAdam):
                     torch.mul(layer.grad_weight, layer.noise, out=layer.grad_sigma_weight)
                     torch.mul(layer.grad_bias, layer.noisy.eps_out, out=layer.grad_sigma_bias)
                 if i > 0:  # through this layer into the ReLU that made its input
-                    weight = layer.built_weight if layer.noisy is not None else layer.weight
-                    dz = torch.ops.aten.threshold_backward(torch.mm(dz, weight), h, 0.0)
+                    dz = torch.ops.aten.threshold_backward(torch.mm(dz, layer.weights()[0]), h, 0.0)

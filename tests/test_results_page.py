@@ -28,11 +28,11 @@ def load(name: str):
 
 
 def fake_run(folder: Path, env_id: str, variant: str, seed: int, evaluations: list[tuple[int, float, float, float]],
-             seconds: float, **config) -> None:
-    """A finished run: ``evaluations`` rows are (env step, seconds, mean, std)."""
+             seconds: float, status: str = "finished", **config) -> None:
+    """A run (finished unless ``status`` says otherwise): ``evaluations`` rows are (env step, seconds, mean, std)."""
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({
-        "algo": "dqn", "env_id": env_id, "variant": variant, "status": "finished", "seconds": seconds,
+        "algo": "dqn", "env_id": env_id, "variant": variant, "status": status, "seconds": seconds,
         "steps": evaluations[-1][0], "versions": {"qzoo": "test", "torch": "2.13.0"},
         "machine": {"cpu": "Test CPU 9000", "cpus": 2}, "command": None}))
     (folder / "config.yml").write_text(yaml.safe_dump({env_id: {"seed": seed, **config}}))
@@ -68,12 +68,15 @@ def page(tmp_path_factory):
 
     course = results / "spaceinvaders" / "course"
     fake_sweep(course, [{"name": f"dqn-SI-s{s}", "env_id": "SpaceInvadersNoFrameskip-v4", "algo": "dqn",
-                         "overrides": {"double_q": False, "seed": s}} for s in (0, 1)])
+                         "overrides": {"double_q": False, "seed": s}} for s in (0, 1, 2)])
     fake_run(course / "dqn-SI-s0", "SpaceInvadersNoFrameskip-v4", "dqn", 0,
              [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 320.0, 90.0), (150000, 2400.0, 350.0, 100.0)],
              seconds=2400.0, double_q=False)
     fake_run(course / "dqn-SI-s1", "SpaceInvadersNoFrameskip-v4", "dqn", 1,
              [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 230.0, 60.0)], seconds=1500.0, double_q=False)
+    fake_run(course / "dqn-SI-s2", "SpaceInvadersNoFrameskip-v4", "dqn", 2,  # killed at 100k, to be resumed
+             [(50000, 660.0, 260.0, 50.0), (100000, 1320.0, 240.0, 70.0)], seconds=1320.0, status="running",
+             double_q=False)
 
     der = results / "atari100k" / "der"
     games = {"BreakoutNoFrameskip-v4": (3.0, 5.0), "PongNoFrameskip-v4": (-18.0, -15.0)}
@@ -113,6 +116,10 @@ def test_the_course_mark_is_found_at_its_first_passing_evaluation_or_the_gap_is_
     assert "| 100,000 | 25.0 | 350.0 +/- 100.0 | 250.0 |" in passed  # 320 - 90 = 230 >= 200 first at 100k, 1500 s
     (short,) = row(text, "course", "DQN", "1")
     assert "not passed: best mean - std 170.0, 30.0 short" in short
+    (unfinished,) = row(text, "course", "DQN", "2")  # a run spanning sessions: its first pass is already measured
+    assert "| unfinished: last evaluation at 100,000 env steps | 50,000 | 11.0 | 240.0 +/- 70.0 | 170.0 | - |" \
+        in unfinished
+    assert "`spaceinvaders/course`: 2 of 3 runs finished" in text
     assert (page["root"] / "docs" / "figures" / "results" / "spaceinvaders" / "course_mark.png").is_file()
 
 

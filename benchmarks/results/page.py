@@ -55,6 +55,7 @@ class Grid:
     command: str  # the canonical qzoo sweep command (results under results/)
     planned: list[dict[str, Any]] = field(default_factory=list)  # sweep.json's runs; empty: never started
     finished: list[plotting.RunData] = field(default_factory=list)
+    unfinished: list[plotting.RunData] = field(default_factory=list)  # started, with evaluations, not finished
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> run.json
     other_command: str | None = None  # the sweep command saved in sweep.json when it names another grid file
 
@@ -90,6 +91,10 @@ def read_grid(block: str, path: Path, results: Path) -> Grid:
         grid.metas[spec["name"]] = meta
         if meta.get("status") == "finished":
             grid.finished.append(plotting.load_run(out / spec["name"]))
+        elif meta and (out / spec["name"] / "evaluations.csv").is_file():
+            run = plotting.load_run(out / spec["name"])
+            if run.evaluations["step"].size:
+                grid.unfinished.append(run)
     return grid
 
 
@@ -237,25 +242,32 @@ def first_pass(run: plotting.RunData, mark: float) -> tuple[float, float] | None
 
 
 def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path) -> str:
+    """The course mark per run. Unfinished runs (a 1M-step run spans sessions) show their evaluations so far:
+    the first pass of the mark is already a measured figure; their last evaluation is not a final one."""
     pairs, text = block_opening(grids)
-    if not pairs:
+    partial = [(g, r) for g in grids for r in g.unfinished]
+    if not pairs and not partial:
         return text
+    if not pairs:
+        text = commands_text(grids) + "\n" + status_text(grids) + "\n"
     mark, rows = float(anchors["mark"]), []
-    for grid, run in sorted(pairs, key=lambda p: (p[0].name, p[1].config.get("seed", 0))):
+    for grid, run in sorted(pairs + partial, key=lambda p: (p[0].name, p[1].config.get("seed", 0))):
         meta, evals = meta_of(grid, run), run.evaluations
+        done = meta.get("status") == "finished"
         std = evaluation_stds(run.path)
-        final = f"{evals['mean'][-1]:.1f} +/- {std[-1]:.1f}" if evals["mean"].size and std else "-"
+        last = f"{evals['mean'][-1]:.1f} +/- {std[-1]:.1f}" if evals["mean"].size and std else "-"
         passed = first_pass(run, mark)
         if passed:
             when, minute = f"{passed[0]:,.0f}", minutes(passed[1])
         else:
             best = float(evals["result"].max()) if evals["result"].size else float("nan")
-            when, minute = f"not passed: best mean - std {best:.1f}, {mark - best:.1f} short", "-"
-        rows.append([grid.name, algorithm_name(run), run.config.get("seed"), when, minute, final,
-                     f"{run.final_result:.1f}" if run.final_result is not None else "-",
-                     wall_clock([meta]), cpu_text([meta])])
-    text += table(["recipe", "algorithm", "seed", "mark first passed at env step", "at minute",
-                   "final mean +/- std (10 games)", "final mean - std", "wall-clock", "CPU"], rows)
+            when, minute = f"not passed{'' if done else ' yet'}: best mean - std {best:.1f}, {mark - best:.1f} short", "-"
+        progress = "finished" if done else f"unfinished: last evaluation at {evals['step'][-1]:,.0f} env steps"
+        rows.append([grid.name, algorithm_name(run), run.config.get("seed"), progress, when, minute, last,
+                     f"{evals['result'][-1]:.1f}" if evals["result"].size else "-",
+                     wall_clock([meta]) if done else "-", cpu_text([meta])])
+    text += table(["recipe", "algorithm", "seed", "run", "mark first passed at env step", "at minute",
+                   "last evaluation: mean +/- std (10 games)", "its mean - std", "wall-clock", "CPU"], rows)
     path = course_figure(grids, mark, figure_dir / "spaceinvaders")
     return text + f"![course mark curves]({relative(path, page)})\n"
 
@@ -273,12 +285,14 @@ def course_figure(grids: Sequence[Grid], mark: float, folder: Path) -> Path:
         for col, x in enumerate(("step", "time")):
             ax = axes[row][col]
             for grid in grids:
-                curves = [(r.evaluations[x] / (60 if x == "time" else 1), r.evaluations[column]) for r in grid.finished]
+                runs = grid.finished + grid.unfinished
+                curves = [(r.evaluations[x] / (60 if x == "time" else 1), r.evaluations[column]) for r in runs]
                 curve = plotting.mean_curve(curves)
                 if curve is None:
                     continue
                 points, mean, low, high = curve
-                line = ax.plot(points, mean, label=f"{grid.name} ({len(grid.finished)} seeds)")[0]
+                line = ax.plot(points, mean, label=f"{grid.name} ({len(runs)} seeds"
+                               + (f", {len(grid.unfinished)} unfinished)" if grid.unfinished else ")"))[0]
                 ax.fill_between(points, low, high, color=line.get_color(), alpha=0.2)
             if column == "result":
                 ax.axhline(mark, color="grey", linestyle="--", label=f"course mark {mark:g}")

@@ -104,9 +104,10 @@ class DQNConfig:
         "alone and under load)", "int"
     )
     manual_mlp_step: bool = _param(
-        True, "plain MLP with Adam (Q values or QR quantiles): the gradient steps computed by hand (qzoo.mlp_step: "
-        "the same arithmetic on flat buffers, no autograd graph, the target values of a train_freq burst in one "
-        "pass; RL-Zoo's CartPole 2.8x faster end to end); false: autograd and torch.optim.Adam", "bool"
+        True, "MLP with Adam: the gradient steps computed by hand, the same arithmetic on flat buffers with no "
+        "autograd graph (plain MLP, Q values or QR quantiles: qzoo.mlp_step, a train_freq burst's target values in "
+        "one pass, RL-Zoo's CartPole 2.8x faster end to end; the Rainbow switches' head: qzoo.head_step); false: "
+        "autograd and torch.optim.Adam", "bool"
     )
     deterministic: bool = _param(
         False, "bit-exact runs: torch deterministic algorithms; needs device cpu and torch_threads >= 1", "bool"

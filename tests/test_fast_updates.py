@@ -12,7 +12,7 @@ import torch
 from qzoo import mlp_step
 from qzoo.config import DQNConfig
 from qzoo.dqn import DQN
-from qzoo.fast_updates import flat_mlp_eligible
+from qzoo.fast_updates import flat_path
 
 # Twin agents act epsilon-greedily with epsilon 1: their actions come from the agent's generator alone, so both
 # replay memories hold the same transitions whatever rounding separates their weights.
@@ -129,7 +129,7 @@ def test_qr_dqn_under_another_rainbow_switch_takes_autograds_steps(switch):
 def test_fields_the_flat_steps_do_not_implement_turn_them_off(field):
     env_id, overrides = EXCLUDES[field]
     agent = DQN(env_id, **{**HARNESS, **overrides, "net_arch": None})
-    assert not flat_mlp_eligible(agent.config, agent.q_net, agent.optimizer, agent.autocast_dtype)
+    assert flat_path(agent.config, agent.q_net, agent.optimizer, agent.autocast_dtype) is None
     assert not agent.manual_mlp_step
     assert DQN("CartPole-v1", **HARNESS).manual_mlp_step  # the same harness without the field: eligible
 

@@ -85,12 +85,6 @@ def flat_path(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimi
     return None
 
 
-def flat_mlp_eligible(config: DQNConfig, q_net: QFunction, optimizer: torch.optim.Optimizer,
-                      autocast_dtype: torch.dtype | None) -> bool:
-    """Whether the agent takes flat steps (``flat_path``) instead of autograd's."""
-    return flat_path(config, q_net, optimizer, autocast_dtype) is not None
-
-
 def flat_updates(agent: "Learner", path: str | None) -> "FlatMLPUpdates | FlatHeadUpdates":
     """The agent's flat steps for ``flat_path``'s answer (``FlatMLPUpdates`` for None: never called then)."""
     return FlatHeadUpdates(agent) if path == "head" else FlatMLPUpdates(agent)

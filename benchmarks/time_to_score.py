@@ -12,7 +12,8 @@ Thresholds, each judged on one evaluation of greedy play (epsilon 0) during trai
 
 Recipes: qzoo's presets ``dqn``, ``rainbow`` and ``der`` (``qzoo train --algo A``, each with its own
 hyperparameters for the env), and ``sb3``: Stable-Baselines3's DQN with RL-Zoo's hyperparameters (hyperparams/
-dqn.yml: CartPole-v1, and the atari entry). Every run is a fresh subprocess with the seed given. qzoo's runs are
+dqn.yml: CartPole-v1; on SpaceInvaders the Hugging Face course's unit-3 dqn.yml, which is RL-Zoo's atari entry
+cut to 1M env steps, the same budget as qzoo's dqn preset there). Every run is a fresh subprocess with the seed given. qzoo's runs are
 read from their own run folder (``evaluations.csv``: env step, mean, std, elapsed seconds), written by qzoo's
 evaluation; SB3's runs use its ``EvalCallback`` with the same protocol (episodes, deterministic = greedy, full
 games: SB3's Atari envs carry a ``Monitor`` below the life-loss wrapper, whose whole-game scores
@@ -22,7 +23,8 @@ qzoo's presets' own evaluation settings (Atari: eval epsilon 0.05, every 250k st
 Caps: ``--time-cap`` stops a run after that many seconds (the run then counts as not reaching the score, with its
 best evaluation reported); ``--step-cap N`` trains every recipe for N env steps (it becomes ``n_timesteps``, so
 exploration schedules are stretched or squeezed to it, for SB3 as for qzoo); without it each recipe keeps its own
-budget (CartPole 50k for all; SpaceInvaders: dqn, rainbow and SB3 10M, der 100k).
+budget (CartPole 50k for all; SpaceInvaders: dqn, rainbow and SB3 1M, der 100k). The budget sets the
+exploration schedule (epsilon falls over its first 10%), so SB3 and qzoo's dqn explore alike on SpaceInvaders.
 
 Reported per run: ``env_steps`` and ``seconds`` at the first evaluation that reaches the score (seconds: the run's
 own clock from the start of training to the end of that evaluation, evaluations included), ``wall_seconds``
@@ -52,12 +54,14 @@ ENVS = {
 }
 QZOO_RECIPES = ("dqn", "rainbow", "der")
 RECIPES = (*QZOO_RECIPES, "sb3")
-# RL-Zoo's hyperparams/dqn.yml (the same values as qzoo's dqn presets, which cite them).
+# RL-Zoo's hyperparams/dqn.yml (the same values as qzoo's dqn presets, which cite them). SpaceInvaders: the course's
+# unit-3 dqn.yml, RL-Zoo's atari entry with n_timesteps 1e6 (tests/data/hf_course_dqn.yml has its shape): the recipe
+# students run, and the budget of qzoo's dqn preset for SpaceInvadersNoFrameskip-v4.
 SB3_HYPERPARAMETERS = {
     "cartpole": dict(policy="MlpPolicy", n_timesteps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
                      learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                      exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])),
-    "spaceinvaders": dict(policy="CnnPolicy", n_timesteps=10_000_000, buffer_size=100_000, learning_rate=1e-4,
+    "spaceinvaders": dict(policy="CnnPolicy", n_timesteps=1_000_000, buffer_size=100_000, learning_rate=1e-4,
                           batch_size=32, learning_starts=100_000, target_update_interval=1000, train_freq=4,
                           gradient_steps=1, exploration_fraction=0.1, exploration_final_eps=0.01,
                           optimize_memory_usage=False),

@@ -56,6 +56,21 @@ def test_qzoo_runs_use_the_common_evaluation_protocol(recipe, capsys):
     assert (config["stop_reward"], config["seed"]) == (475.0, 3)
 
 
+def test_sb3_plays_the_course_recipe_on_space_invaders():
+    """SB3's SpaceInvaders row is the course's unit-3 dqn.yml, at the budget qzoo's dqn preset has there: the
+    budget sets when epsilon bottoms out, so a 10x longer one would hand SB3 10x more exploration."""
+    import yaml
+
+    from qzoo import config
+
+    course = yaml.safe_load((Path(__file__).parent / "data" / "hf_course_dqn.yml").read_text())
+    course = {k: v for k, v in course["SpaceInvadersNoFrameskip-v4"].items() if k not in ("env_wrapper", "frame_stack")}
+    assert time_to_score.SB3_HYPERPARAMETERS["spaceinvaders"] == course
+    qzoo_dqn, _ = config.resolve("SpaceInvadersNoFrameskip-v4", "atari", algo="dqn")
+    assert qzoo_dqn.n_timesteps == course["n_timesteps"]
+    assert qzoo_dqn.exploration_fraction == course["exploration_fraction"]
+
+
 def test_evaluation_rows_are_read_from_the_run_folder(tmp_path):
     """The driver reads qzoo's own evaluations.csv: its columns must stay what time_to_score expects."""
     run_dir = tmp_path / "run"

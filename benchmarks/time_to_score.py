@@ -12,11 +12,11 @@ Thresholds, each judged on one evaluation of greedy play (epsilon 0) during trai
 
 Recipes: qzoo's presets ``dqn``, ``rainbow`` and ``der`` (``qzoo train --algo A``, each with its own
 hyperparameters for the env), and ``sb3``: Stable-Baselines3's DQN with RL-Zoo's hyperparameters (hyperparams/
-dqn.yml: CartPole-v1; on SpaceInvaders the Hugging Face course's unit-3 dqn.yml, which is RL-Zoo's atari entry
-cut to 1M env steps, the same budget as qzoo's dqn preset there). Every run is a fresh subprocess with the seed
-given. qzoo's runs are read from their own run folder (``evaluations.csv``: env step, mean, std, elapsed
-seconds), written by qzoo's evaluation; SB3's runs use its ``EvalCallback`` with the same protocol (episodes, deterministic = greedy, full
-games: SB3's Atari envs carry a ``Monitor`` below the life-loss wrapper, whose whole-game scores
+dqn.yml: CartPole-v1; on SpaceInvaders the Hugging Face course's unit-3 dqn.yml, which is RL-Zoo's atari entry cut
+to 1M env steps, the same budget as qzoo's dqn preset there). Every run is a fresh subprocess with the seed given.
+qzoo's runs are read from their own run folder (``evaluations.csv``: env step, mean, std, elapsed seconds), written
+by qzoo's evaluation; SB3's runs use its ``EvalCallback`` with the same protocol (episodes, deterministic = greedy,
+full games: SB3's Atari envs carry a ``Monitor`` below the life-loss wrapper, whose whole-game scores
 ``evaluate_policy`` reports), writing the same rows. The evaluation protocol is the same for all recipes here, so
 qzoo's presets' own evaluation settings (Atari: eval epsilon 0.05, every 250k steps) are overridden.
 

@@ -17,6 +17,7 @@ from qzoo import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+SI = "SpaceInvadersNoFrameskip-v4"  # the name of the course grid's runs: dqn-SpaceInvadersNoFrameskip-v4-sSEED
 
 
 def load(name: str):
@@ -67,14 +68,14 @@ def page(tmp_path_factory):
     (classic / specs[3]["name"]).mkdir()  # started, killed before its run.json: not finished
 
     course = results / "spaceinvaders" / "course"
-    fake_sweep(course, [{"name": f"dqn-SI-s{s}", "env_id": "SpaceInvadersNoFrameskip-v4", "algo": "dqn",
+    fake_sweep(course, [{"name": f"dqn-{SI}-s{s}", "env_id": SI, "algo": "dqn",
                          "overrides": {"double_q": False, "seed": s}} for s in (0, 1, 2)])
-    fake_run(course / "dqn-SI-s0", "SpaceInvadersNoFrameskip-v4", "dqn", 0,
+    fake_run(course / f"dqn-{SI}-s0", SI, "dqn", 0,
              [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 320.0, 90.0), (150000, 2400.0, 350.0, 100.0)],
              seconds=2400.0, double_q=False)
-    fake_run(course / "dqn-SI-s1", "SpaceInvadersNoFrameskip-v4", "dqn", 1,
+    fake_run(course / f"dqn-{SI}-s1", SI, "dqn", 1,
              [(50000, 600.0, 150.0, 40.0), (100000, 1500.0, 230.0, 60.0)], seconds=1500.0, double_q=False)
-    fake_run(course / "dqn-SI-s2", "SpaceInvadersNoFrameskip-v4", "dqn", 2,  # killed at 100k, to be resumed
+    fake_run(course / f"dqn-{SI}-s2", SI, "dqn", 2,  # killed at 100k, to be resumed
              [(50000, 660.0, 260.0, 50.0), (100000, 1320.0, 240.0, 70.0)], seconds=1320.0, status="running",
              double_q=False)
 
@@ -88,7 +89,8 @@ def page(tmp_path_factory):
 
     out, summary = root / "docs" / "results.md", root / "summary.json"
     assert load("page").main(["--results", str(results), "--out", str(out), "--figures",
-                              str(root / "docs" / "figures" / "results"), "--summary", str(summary)]) == 0
+                              str(root / "docs" / "figures" / "results"), "--summary", str(summary),
+                              "--records", str(root / "records")]) == 0
     return {"text": out.read_text(), "summary": json.loads(summary.read_text()), "root": root}
 
 
@@ -165,11 +167,82 @@ def test_run_py_hands_each_grid_of_a_block_to_qzoo_sweep_and_all_runs_every_bloc
     monkeypatch.chdir(tmp_path)  # run.py moves to the repository root; monkeypatch moves back
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # run.py sets it where unset: keep the change inside this test
     run = load("run")
-    assert run.main(["classic", "--address", "auto"]) == 0
+    no_records = ["--records", str(tmp_path / "records")]  # none: nothing to restore into the real results/
+    assert run.main(["classic", "--address", "auto", *no_records]) == 0
     assert calls == [["sweep", "--grid", "benchmarks/results/classic/dqn.yml", "--out", "results/classic/dqn",
                       "--address", "auto"],
                      ["sweep", "--grid", "benchmarks/results/classic/rainbow.yml", "--out", "results/classic/rainbow",
                       "--address", "auto"]]
     calls.clear()
-    assert run.main(["all"]) == 0
+    assert run.main(["all", *no_records]) == 0
     assert [c[2] for c in calls] == [f"benchmarks/results/{b}/{g.name}" for b in run.BLOCKS for g in run.grids(b)]
+
+
+def test_finished_runs_are_recorded_and_the_page_reads_them_back_once_their_folders_are_gone(page, tmp_path):
+    """Run folders do not outlive their machine: the records (committed) give the same tables without them."""
+    records = page["root"] / "records"
+    recorded = sorted(p.parent.relative_to(records).as_posix() for p in records.rglob("run.json"))
+    assert recorded == sorted(["classic/dqn/dqn-CartPole-v1-double_q=false-s0",
+                               "classic/dqn/dqn-CartPole-v1-double_q=false-s1",
+                               "classic/dqn/dqn-CartPole-v1-double_q=true-s0",
+                               f"spaceinvaders/course/dqn-{SI}-s0", f"spaceinvaders/course/dqn-{SI}-s1",
+                               *(f"atari100k/der/der-{g}NoFrameskip-v4-s{s}" for g in ("Breakout", "Pong")
+                                 for s in (0, 1))])  # not the unfinished seed 2
+    assert sorted(p.name for p in (records / "classic" / "dqn" / "dqn-CartPole-v1-double_q=false-s0").iterdir()) == \
+        ["config.yml", "evaluations.csv", "run.json"]
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(page["summary"]))
+    out = tmp_path / "results.md"
+    assert load("page").main(["--results", str(tmp_path / "empty"), "--out", str(out), "--figures",
+                              str(tmp_path / "figures"), "--summary", str(summary), "--records", str(records)]) == 0
+    text = out.read_text()
+    for cells in (("CartPole-v1", "DQN"), ("CartPole-v1", "Double DQN"), ("Breakout", "DER")):
+        (now,), (before,) = row(text, *cells), row(page["text"], *cells)
+        assert now.split(" | ")[3:] == before.split(" | ")[3:]  # "seeds finished" counts the grid file's seeds now
+    assert "9 finished runs" not in text and "runs finished: 9 of" in text
+
+
+def test_the_page_refuses_to_drop_finished_runs_that_neither_a_folder_nor_a_record_holds(page, tmp_path, capsys):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(page["summary"]))
+    out = tmp_path / "results.md"
+    argv = ["--results", str(tmp_path / "empty"), "--out", str(out), "--figures", str(tmp_path / "figures"),
+            "--summary", str(summary), "--records", str(tmp_path / "no-records")]
+    assert load("page").main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "9 finished runs" in error
+    assert "make results BLOCK=atari100k|classic|spaceinvaders" in error
+    assert not out.exists() and json.loads(summary.read_text()) == page["summary"]  # nothing written
+    assert load("page").main(argv + ["--drop-missing"]) == 0 and "not run yet" in out.read_text()
+
+
+def test_run_py_restores_records_so_the_sweep_trains_only_the_runs_without_one(monkeypatch, tmp_path, capsys):
+    import qzoo.cli
+    from qzoo import sweep
+
+    calls = []
+    monkeypatch.setattr(qzoo.cli, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)  # run.py moves to the repository root; monkeypatch moves back
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    run = load("run")
+    runs, _ = run.grid_runs(RESULTS / "classic" / "dqn.yml")
+    records, results = tmp_path / "records", tmp_path / "results"
+    for spec in runs[:3]:
+        fake_run(records / "classic" / "dqn" / spec.name, spec.env_id, "dqn", 0, [(50000, 60.0, 500.0, 0.0)], 60.0)
+    out = results / "classic" / "dqn"
+    sweep.open_sweep(out, runs, None)  # a sweep started here, with its own folder of one run (to be resumed)
+    (out / runs[2].name).mkdir()
+    assert run.main(["classic", "--results", str(results), "--records", str(records)]) == 0
+    assert [c[4] for c in calls] == [str(out), str(results / "classic" / "rainbow")]
+    assert [r.name for r in runs if r not in sweep.pending(out, runs)] == [runs[0].name, runs[1].name]
+    assert not any((out / runs[2].name).iterdir())  # left as it was
+
+    other = tmp_path / "other" / "classic" / "dqn"  # a folder of another grid: one line, the block's other grids run
+    other.mkdir(parents=True)
+    (other / "sweep.json").write_text(json.dumps({"runs": [], "command": None}))
+    calls.clear()
+    capsys.readouterr()
+    assert run.main(["classic", "--results", str(tmp_path / "other"), "--records", str(records)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds another sweep's grid" in error
+    assert [c[4] for c in calls] == [str(tmp_path / "other" / "classic" / "rainbow")]

@@ -2,6 +2,7 @@
 
     python benchmarks/results/page.py [--results results] [--out docs/results.md]
         [--figures docs/figures/results] [--summary benchmarks/results/summary.json]
+        [--records benchmarks/results/records] [--drop-missing]
 
 The prose is template.md's; the published figures are anchors.yml's; the tables, figures and the summary come from
 the run folders of each grid's sweep folder ``RESULTS/BLOCK/GRID`` (its sweep.json lists the runs it holds). Only
@@ -9,6 +10,10 @@ finished runs enter a table (a run's final evaluation is at the end of its budge
 finished run says "not run yet" with its command. Intervals: ``qzoo.stats.bootstrap_ci`` over seeds, the IQM's
 ``qzoo.stats.stratified_bootstrap_iqm`` through ``qzoo.plotting.iqm_by_label``; figures: ``qzoo.plotting.report``
 (what ``qzoo plot`` writes) and, for Space Invaders, the course mark's curves from ``qzoo.plotting.mean_curve``.
+
+Every finished run read from a folder is also written to its committed record (``run.py``'s ``keep``); a run
+whose folder is absent or unfinished is read from its record. The page is not written, and the command exits 1,
+if a finished run that the previous summary lists would be lost (``--drop-missing`` writes it anyway).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -73,29 +78,66 @@ class Grid:
                        if self.other_command else "")
 
 
-def read_grid(block: str, path: Path, results: Path) -> Grid:
+def read_grid(block: str, path: Path, results: Path, records: Path) -> Grid:
+    """A grid's runs from its sweep folder and, for each run without a finished folder there, its record: a grid
+    that was never started here but has records reads as its grid file plans it."""
     grid = Grid(block, path, blocks.command_text(path))
     out = results / block / path.stem
     try:
         state = json.loads((out / "sweep.json").read_text())
         grid.planned = state["runs"]
     except (OSError, ValueError, KeyError, TypeError):
-        return grid
+        state = {}
+        planned = blocks.grid_runs(path)[0]
+        if any((blocks.record_path(records, block, path.stem, run.name) / "run.json").is_file() for run in planned):
+            grid.planned = [asdict(run) for run in planned]
     saved = state.get("command")
     if isinstance(saved, list) and "--grid" in saved[:-1]:
         named = Path(saved[saved.index("--grid") + 1])
         if (named.parent.name, named.name) != (block, path.name):  # e.g. a smoke test's own grid
             grid.other_command = " ".join(map(str, saved))
     for spec in grid.planned:
-        meta = read_meta(out / spec["name"])
+        folder = out / spec["name"]
+        meta = read_meta(folder)
+        record = blocks.record_path(records, block, path.stem, spec["name"])
+        if meta.get("status") != "finished" and not grid.other_command and \
+                read_meta(record).get("status") == "finished":
+            folder, meta = record, read_meta(record)
         grid.metas[spec["name"]] = meta
         if meta.get("status") == "finished":
-            grid.finished.append(plotting.load_run(out / spec["name"]))
-        elif meta and (out / spec["name"] / "evaluations.csv").is_file():
-            run = plotting.load_run(out / spec["name"])
+            grid.finished.append(plotting.load_run(folder))
+        elif meta and (folder / "evaluations.csv").is_file():
+            run = plotting.load_run(folder)
             if run.evaluations["step"].size:
                 grid.unfinished.append(run)
     return grid
+
+
+def keep_records(grids: Sequence[Grid], records: Path) -> int:
+    """Record every finished run read from a sweep folder of the grids' own commands (run.py's ``keep``); how many
+    records were written."""
+    written = 0
+    for grid in grids:
+        if grid.other_command:  # another grid file wrote the folder: its runs are not this grid's results
+            continue
+        for run in grid.finished:
+            record = blocks.record_path(records, grid.block, grid.name, run.path.name)
+            if run.path.resolve() != record.resolve():
+                blocks.keep(run.path, record)
+                written += 1
+    return written
+
+
+def lost_runs(summary_path: Path, grids: Sequence[Grid]) -> list[str]:
+    """Finished runs that the summary written last time lists and that neither a folder nor a record holds now."""
+    try:
+        old = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return []
+    now = {f"{g.block}/{g.name}": {run.path.name for run in g.finished} for g in grids}
+    return [f"{key}/{run.get('name')}" for key, entry in (old.items() if isinstance(old, dict) else ())
+            for run in ((entry.get("runs") or []) if isinstance(entry, dict) else [])
+            if isinstance(run, dict) and run.get("status") == "finished" and run.get("name") not in now.get(key, ())]
 
 
 # ------------------------------------------------------------------------------------------- formatting
@@ -408,14 +450,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "results"))
     parser.add_argument("--summary", default=str(HERE / "summary.json"))
+    parser.add_argument("--records", default=str(blocks.RECORDS), help="the committed records of finished runs")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="write the page even though finished runs of the last summary are gone")
     args = parser.parse_args(argv)
-    results, page, figure_dir = Path(args.results), Path(args.out), Path(args.figures)
+    results, page, figure_dir, records = Path(args.results), Path(args.out), Path(args.figures), Path(args.records)
     anchors = yaml.safe_load((HERE / "anchors.yml").read_text())
     text = (HERE / "template.md").read_text()
-    all_grids: list[Grid] = []
+    all_grids = [read_grid(block, path, results, records) for block in blocks.BLOCKS for path in blocks.grids(block)]
+    lost = lost_runs(Path(args.summary), all_grids)
+    if lost and not args.drop_missing:
+        gone = sorted({name.split("/")[0] for name in lost})
+        print(f"page.py: {len(lost)} finished runs of {args.summary} have neither a folder under {results} nor a "
+              f"record under {records} (e.g. {lost[0]}); the page would lose them. Run them again (make results "
+              f"BLOCK={'|'.join(gone)}) or pass --drop-missing.", file=sys.stderr)
+        return 1
+    kept = keep_records(all_grids, records)
     for block in blocks.BLOCKS:
-        grids = [read_grid(block, path, results) for path in blocks.grids(block)]
-        all_grids += grids
+        grids = [grid for grid in all_grids if grid.block == block]
         section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
         text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
     missing = [g for g in all_grids if g.status != "complete"]
@@ -428,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text.rstrip() + "\n")
     Path(args.summary).write_text(json.dumps(summary(all_grids), indent=1) + "\n")
-    print(f"wrote {page} and {args.summary}: {finished} finished runs")
+    print(f"wrote {page} and {args.summary}: {finished} finished runs ({kept} records written under {records})")
     return 0
 
 

@@ -176,6 +176,9 @@ def test_run_py_hands_each_grid_of_a_block_to_qzoo_sweep_and_all_runs_every_bloc
     calls.clear()
     assert run.main(["all", *no_records]) == 0
     assert [c[2] for c in calls] == [f"benchmarks/results/{b}/{g.name}" for b in run.BLOCKS for g in run.grids(b)]
+    calls.clear()
+    assert run.main(["spaceinvaders", "--cpus", "1", *no_records]) == 0  # make results CPUS=1: one run at a time
+    assert len(calls) == 2 and all(c[-2:] == ["--cpus", "1"] for c in calls)
 
 
 def test_finished_runs_are_recorded_and_the_page_reads_them_back_once_their_folders_are_gone(page, tmp_path):
@@ -203,17 +206,23 @@ def test_finished_runs_are_recorded_and_the_page_reads_them_back_once_their_fold
 
 
 def test_the_page_refuses_to_drop_finished_runs_that_neither_a_folder_nor_a_record_holds(page, tmp_path, capsys):
+    """The last summary lists a finished run that is gone (its machine went, no record): one line, no page, no
+    summary written; the runs that are there are recorded all the same."""
+    listed = json.loads(json.dumps(page["summary"]))
+    listed["classic/rainbow"]["runs"].append({"name": "rainbow-CartPole-v1-s0", "status": "finished"})
     summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps(page["summary"]))
-    out = tmp_path / "results.md"
-    argv = ["--results", str(tmp_path / "empty"), "--out", str(out), "--figures", str(tmp_path / "figures"),
-            "--summary", str(summary), "--records", str(tmp_path / "no-records")]
+    summary.write_text(json.dumps(listed))
+    out, records = tmp_path / "results.md", tmp_path / "records"
+    argv = ["--results", str(page["root"] / "results"), "--out", str(out), "--figures", str(tmp_path / "figures"),
+            "--summary", str(summary), "--records", str(records)]
     assert load("page").main(argv) == 1
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "9 finished runs" in error
-    assert "make results BLOCK=atari100k|classic|spaceinvaders" in error
-    assert not out.exists() and json.loads(summary.read_text()) == page["summary"]  # nothing written
-    assert load("page").main(argv + ["--drop-missing"]) == 0 and "not run yet" in out.read_text()
+    assert len(error.splitlines()) == 1 and "1 finished run(s)" in error and "make results BLOCK=classic)" in error
+    assert "classic/rainbow/rainbow-CartPole-v1-s0" in error
+    assert not out.exists() and json.loads(summary.read_text()) == listed  # nothing written
+    assert len(list(records.rglob("run.json"))) == 9
+    assert load("page").main(argv + ["--drop-missing"]) == 0 and out.is_file()
+    assert "rainbow-CartPole-v1-s0" not in summary.read_text()
 
 
 def test_run_py_restores_records_so_the_sweep_trains_only_the_runs_without_one(monkeypatch, tmp_path, capsys):

@@ -458,14 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     anchors = yaml.safe_load((HERE / "anchors.yml").read_text())
     text = (HERE / "template.md").read_text()
     all_grids = [read_grid(block, path, results, records) for block in blocks.BLOCKS for path in blocks.grids(block)]
+    kept = keep_records(all_grids, records)  # whatever happens next, no finished run here is lost with its machine
     lost = lost_runs(Path(args.summary), all_grids)
     if lost and not args.drop_missing:
         gone = sorted({name.split("/")[0] for name in lost})
-        print(f"page.py: {len(lost)} finished runs of {args.summary} have neither a folder under {results} nor a "
-              f"record under {records} (e.g. {lost[0]}); the page would lose them. Run them again (make results "
-              f"BLOCK={'|'.join(gone)}) or pass --drop-missing.", file=sys.stderr)
+        print(f"page.py: {args.summary} lists {len(lost)} finished run(s) with neither a folder under {results} nor "
+              f"a record under {records} (e.g. {lost[0]}); the page would lose them. Run them again (make results "
+              f"BLOCK={'|'.join(gone)}) or pass --drop-missing. {kept} records written.", file=sys.stderr)
         return 1
-    kept = keep_records(all_grids, records)
     for block in blocks.BLOCKS:
         grids = [grid for grid in all_grids if grid.block == block]
         section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()

@@ -42,7 +42,8 @@ test-fast: install $(TEST_STAMP)
 
 # docs/results.md's blocks (benchmarks/results/): make results BLOCK=classic|spaceinvaders|atari100k|minatar, or every
 # block one after the other. Each grid is a qzoo sweep into results/BLOCK/GRID: the same command again runs only what
-# is missing and resumes unfinished runs. ADDRESS=auto runs on the Ray cluster this machine belongs to.
+# is missing and resumes unfinished runs. ADDRESS=auto runs on the Ray cluster this machine belongs to; CPUS=1 runs
+# one run at a time here.
 BLOCK ?= all
 RAY_STAMP := $(VENV)/.ray-extra-stamp
 
@@ -51,7 +52,7 @@ $(RAY_STAMP): $(STAMP)
 	touch $(RAY_STAMP)
 
 results: install $(RAY_STAMP)
-	$(BIN)/python benchmarks/results/run.py $(BLOCK) $(if $(ADDRESS),--address $(ADDRESS))
+	$(BIN)/python benchmarks/results/run.py $(BLOCK) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(CPUS),--cpus $(CPUS))
 
 # docs/results.md, its figures and benchmarks/results/summary.json from whatever the sweep folders hold.
 results-page: install

@@ -36,6 +36,8 @@ def test_a_grid_expands_to_every_env_value_and_seed_with_distinct_names():
     (["--seeds", "x"], "expected seeds like"),
     (["--set-grid", "double_q"], "expected KEY=VALUE"),
     (["--set-grid", "no_such_key=1,2"], "no_such_key"),
+    (["--cpus", "0"], "--cpus"),
+    (["--cpus", "1", "--address", "auto"], "--cpus"),
 ])
 def test_a_bad_grid_is_one_line_before_any_task(argv, fragment, tmp_path, capsys):
     assert main(["sweep", "--env", "CartPole-v1", "--out", str(tmp_path / "s"), *argv]) == 2
@@ -75,6 +77,21 @@ def test_without_shared_storage_a_task_sends_its_run_folder_back_and_nothing_rea
     with pytest.raises(QzooError, match="outside its run folder"):
         sweep.unpack(evil.getvalue(), out / "victim")
     assert not (out / "outside.txt").exists()
+
+
+def test_a_local_sweep_with_one_cpu_runs_its_runs_one_after_the_other(tmp_path):
+    """``--cpus 1``: a local Ray of one CPU, so the second run starts only once the first has ended."""
+    out = tmp_path / "one"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, "-c",
+               "from qzoo.cli import entry_point; entry_point()", "sweep", "--env", "CartPole-v1", "--seeds", "0-1",
+               "-n", "1500", "--set", *TINY, "--cpus", "1", "--out", str(out), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ran"] == 2
+    metas = sorted((json.loads(p.read_text()) for p in out.glob("*/run.json")), key=lambda meta: meta["started"])
+    assert len(metas) == 2 and all(meta["status"] == "finished" for meta in metas)
+    assert metas[0]["ended"] <= metas[1]["started"], metas  # ISO times of one zone: text order is time order
 
 
 def test_a_sweep_on_a_two_node_loopback_cluster_survives_a_killed_task_and_resumes_only_what_is_missing(tmp_path):

@@ -1,6 +1,6 @@
 """Run one block of docs/results.md (or all of them) through ``qzoo sweep``; resumable.
 
-    python benchmarks/results/run.py BLOCK [--dry-run] [--address ADDRESS] [--results DIR]
+    python benchmarks/results/run.py BLOCK [--dry-run] [--address ADDRESS | --cpus N] [--results DIR] [--records DIR]
     make results BLOCK=classic            # make results: every block, one after the other
 
 A block is a folder of this directory (``classic``, ``spaceinvaders``, ``atari100k``, ``minatar``) holding one or
@@ -40,11 +40,12 @@ def grids(block: str) -> list[Path]:
     return sorted((HERE / block).glob("*.yml"))
 
 
-def sweep_argv(grid: Path, results: str = DEFAULT_RESULTS, address: str | None = None) -> list[str]:
+def sweep_argv(grid: Path, results: str = DEFAULT_RESULTS, address: str | None = None,
+               cpus: int | None = None) -> list[str]:
     """``qzoo sweep``'s arguments for one grid, paths relative to the repository root (the page prints them)."""
     out = f"{results}/{grid.parent.name}/{grid.stem}"
     return ["sweep", "--grid", grid.relative_to(ROOT).as_posix(), "--out", out,
-            *(["--address", address] if address else [])]
+            *(["--address", address] if address else []), *(["--cpus", str(cpus)] if cpus else [])]
 
 
 def command_text(grid: Path, results: str = DEFAULT_RESULTS) -> str:
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="Ray cluster (auto: this machine's); default: a local Ray on 127.0.0.1")
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="folder of the sweep folders (default: results)")
     parser.add_argument("--records", default=str(RECORDS), help="the committed records (default: records/ here)")
+    parser.add_argument("--cpus", type=int, help="qzoo sweep --cpus: at most this many runs at once on this machine")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # the grids' and results' paths are relative to the repository root, as the page prints them
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the runs share the cores
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for block in BLOCKS if args.block == "all" else (args.block,):
         for grid in grids(block):
-            argv_sweep = sweep_argv(grid, args.results, args.address)
+            argv_sweep = sweep_argv(grid, args.results, args.address, args.cpus)
             print("qzoo " + " ".join(argv_sweep), flush=True)
             out = Path(argv_sweep[argv_sweep.index("--out") + 1])
             if args.dry_run:

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="the sweep folder")
     sweep.add_argument("--address", help="Ray cluster to run on (auto: this machine's); default: a local Ray")
     sweep.add_argument("--retries", type=int, default=2, help="times Ray retries a task whose worker died")
+    sweep.add_argument("--cpus", type=int, help="CPUs of the local Ray: at most this many runs at once (default: "
+                       "every core; a cluster's CPUs are its own)")
     sweep.add_argument("--json", action="store_true")
 
     push = sub.add_parser("push", help="a Hugging Face Hub folder (model card, model, results, video); upload it")
@@ -528,6 +530,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid = {**{k: list(v) if isinstance(v, list) else [v] for k, v in (data.get("set_grid") or {}).items()}, **grid}
     if args.retries < 0:
         raise QzooError("--retries must be >= 0")
+    if args.cpus is not None and (args.cpus < 1 or args.address):
+        raise QzooError("--cpus sets the local Ray's CPUs: give it a number >= 1, and no --address")
     runs = sweep.spec_of_request(envs, algo, seeds, steps, fixed, grid)
 
     def progress(summary: dict, done: int, total: int) -> None:
@@ -538,7 +542,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(line + (f" ({summary['seconds']} s)" if "seconds" in summary else ""), file=sys.stderr, flush=True)
 
     result = sweep.run_sweep(runs, Path(args.out), args.address, args.retries, ["qzoo", *args.argv], progress,
-                             label_keys=list(grid))
+                             label_keys=list(grid), cpus=args.cpus)
     _print(result, args.json, f"{result['runs']} runs in {args.out}: {result['ran']} ran now, {result['skipped']} "
            f"already finished, {len(result['failed'])} failed" + "".join(f"\n  failed: {f}" for f in result["failed"]))
     return 1 if result["failed"] else 0

@@ -80,9 +80,10 @@ class Host:
         return os.getpid()
 
 
-def connect(ray: Any, address: str | None, n_actors: int) -> bool:
+def connect(ray: Any, address: str | None, n_actors: int, cpus: int | None = None) -> bool:
     """Join the Ray the caller already started, the cluster at ``address`` (``auto``: the one this machine
-    belongs to), or start a throwaway local Ray on 127.0.0.1 without dashboard; True when started here."""
+    belongs to), or start a throwaway local Ray on 127.0.0.1 without dashboard, with ``cpus`` CPUs (default: every
+    core, at least one per actor); True when started here."""
     if ray.is_initialized():
         return False
     if address:
@@ -97,7 +98,7 @@ def connect(ray: Any, address: str | None, n_actors: int) -> bool:
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ[LOCAL_ONLY_VARIABLE] = "0"  # for the processes Ray starts
     try:
-        ray.init(num_cpus=max(n_actors, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=cpus or max(n_actors, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  configure_logging=False, _node_ip_address="127.0.0.1")
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode

@@ -201,9 +201,10 @@ def open_sweep(out: Path, runs: Sequence[RunSpec], command: list[str] | None) ->
 
 def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, retries: int = 2,
               command: list[str] | None = None, on_finished: Callable[[dict[str, Any], int, int], None] | None = None,
-              label_keys: Sequence[str] = ()) -> dict[str, Any]:
+              label_keys: Sequence[str] = (), cpus: int | None = None) -> dict[str, Any]:
     """Run what is missing of the sweep on Ray, then plot every finished run (``label_keys``: the grid's keys,
-    which tell its curves apart); the summary (runs done now, skipped, failed, plot files)."""
+    which tell its curves apart); the summary (runs done now, skipped, failed, plot files). Each run is a task of
+    one CPU, so a local Ray of ``cpus`` CPUs (default: every core) runs at most that many at once."""
     from qzoo.distributed import connect, require_ray
 
     open_sweep(out, runs, command)
@@ -212,7 +213,7 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
     failed: list[str] = []
     if todo:
         ray = require_ray()
-        started_here = connect(ray, address, 1)
+        started_here = connect(ray, address, 1, cpus)
         try:
             marker = uuid.uuid4().hex
             (out / MARKER_FILE).write_text(marker)

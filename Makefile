@@ -54,9 +54,10 @@ $(RAY_STAMP): $(STAMP)
 results: install $(RAY_STAMP)
 	$(BIN)/python benchmarks/results/run.py $(BLOCK) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(CPUS),--cpus $(CPUS))
 
-# docs/results.md, its figures and benchmarks/results/summary.json from whatever the sweep folders hold.
+# docs/results.md, its figures and benchmarks/results/summary.json from whatever the sweep folders and records hold;
+# BLOCK=spaceinvaders writes only that block's section and keeps the others as the page has them.
 results-page: install
-	$(BIN)/python benchmarks/results/page.py
+	$(BIN)/python benchmarks/results/page.py $(if $(filter-out all,$(BLOCK)),--block $(BLOCK))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -7,6 +7,7 @@ versions, machine), config.yml (keyed by env id) and evaluations.csv.
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -255,3 +256,36 @@ def test_run_py_restores_records_so_the_sweep_trains_only_the_runs_without_one(m
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds another sweep's grid" in error
     assert [c[4] for c in calls] == [str(tmp_path / "other" / "classic" / "rainbow")]
+
+
+def test_one_block_is_rewritten_and_the_others_stay_as_the_page_and_its_summary_have_them(page, tmp_path, capsys):
+    """--block spaceinvaders on a machine with only Space Invaders' folders: the classic and Atari sections and
+    summary entries are kept word for word; without --block the page would lose their runs and is refused."""
+    page_module = load("page")
+    out, summary, results = tmp_path / "results.md", tmp_path / "summary.json", tmp_path / "results"
+    out.write_text(page["text"])
+    summary.write_text(json.dumps(page["summary"]))
+    shutil.copytree(page["root"] / "results" / "spaceinvaders", results / "spaceinvaders")
+    resumed = results / "spaceinvaders" / "course" / f"dqn-{SI}-s2" / "run.json"
+    resumed.write_text(json.dumps({**json.loads(resumed.read_text()), "status": "finished"}))  # seed 2 finished
+    argv = ["--results", str(results), "--out", str(out), "--figures", str(tmp_path / "figures"), "--summary",
+            str(summary), "--records", str(tmp_path / "records")]
+    assert page_module.main(argv) == 1  # every block: the classic and Atari runs would be lost
+    assert page_module.main(argv + ["--block", "spaceinvaders"]) == 0
+    before, after = page_module.sections(page["text"]), page_module.sections(out.read_text())
+    assert list(before) == list(after)
+    template = (RESULTS / "template.md").read_text()
+    for block in ("classic", "atari100k", "minatar"):
+        heading = page_module.heading_of(template, block)
+        assert after[heading] == before[heading]
+    course = page_module.heading_of(template, "spaceinvaders")
+    assert after[course] != before[course] and "runs finished: 10 of" in after[""]
+    written = json.loads(summary.read_text())
+    assert {k: v for k, v in written.items() if not k.startswith("spaceinvaders/")} == \
+        {k: v for k, v in page["summary"].items() if not k.startswith("spaceinvaders/")}
+    assert [run["status"] for run in written["spaceinvaders/course"]["runs"]] == ["finished"] * 3
+
+    out.write_text("# Results\n")  # a page without the sections --block keeps: one line, nothing written
+    capsys.readouterr()
+    assert page_module.main(argv + ["--block", "spaceinvaders"]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and out.read_text() == "# Results\n"

@@ -2,7 +2,7 @@
 
     python benchmarks/results/page.py [--results results] [--out docs/results.md]
         [--figures docs/figures/results] [--summary benchmarks/results/summary.json]
-        [--records benchmarks/results/records] [--drop-missing]
+        [--records benchmarks/results/records] [--block BLOCK ...] [--drop-missing]
 
 The prose is template.md's; the published figures are anchors.yml's; the tables, figures and the summary come from
 the run folders of each grid's sweep folder ``RESULTS/BLOCK/GRID`` (its sweep.json lists the runs it holds). Only
@@ -14,6 +14,8 @@ finished run says "not run yet" with its command. Intervals: ``qzoo.stats.bootst
 Every finished run read from a folder is also written to its committed record (``run.py``'s ``keep``); a run
 whose folder is absent or unfinished is read from its record. The page is not written, and the command exits 1,
 if a finished run that the previous summary lists would be lost (``--drop-missing`` writes it anyway).
+``--block`` writes only those blocks' sections and summary entries and keeps the others as they are, so a block
+run on one machine can be published without the folders of the others.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def keep_records(grids: Sequence[Grid], records: Path) -> int:
 
 
 def lost_runs(summary_path: Path, grids: Sequence[Grid]) -> list[str]:
-    """Finished runs that the summary written last time lists and that neither a folder nor a record holds now."""
+    """Finished runs of these grids that the summary written last time lists and that neither a folder nor a record
+    holds now."""
     try:
         old = json.loads(summary_path.read_text())
     except (OSError, ValueError):
@@ -137,7 +140,8 @@ def lost_runs(summary_path: Path, grids: Sequence[Grid]) -> list[str]:
     now = {f"{g.block}/{g.name}": {run.path.name for run in g.finished} for g in grids}
     return [f"{key}/{run.get('name')}" for key, entry in (old.items() if isinstance(old, dict) else ())
             for run in ((entry.get("runs") or []) if isinstance(entry, dict) else [])
-            if isinstance(run, dict) and run.get("status") == "finished" and run.get("name") not in now.get(key, ())]
+            if key in now and isinstance(run, dict) and run.get("status") == "finished"
+            and run.get("name") not in now[key]]
 
 
 # ------------------------------------------------------------------------------------------- formatting
@@ -444,6 +448,24 @@ def summary(grids: Sequence[Grid]) -> dict[str, Any]:
     return out
 
 
+def sections(text: str) -> dict[str, str]:
+    """A page's parts in order: what comes before the first ``## `` heading (key ""), then each section by its
+    heading line, up to the next heading; joined, they are the page."""
+    parts: dict[str, str] = {"": ""}
+    heading = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            heading = line.rstrip()
+        parts[heading] = parts.get(heading, "") + line
+    return parts
+
+
+def heading_of(template: str, block: str) -> str:
+    """The ``## `` heading line above the block's placeholder in the template."""
+    before = template[:template.index("{{" + block + "}}")]
+    return [line for line in before.splitlines() if line.startswith("## ")][-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=str(ROOT / blocks.DEFAULT_RESULTS), help="the sweep folders' root")
@@ -451,35 +473,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "results"))
     parser.add_argument("--summary", default=str(HERE / "summary.json"))
     parser.add_argument("--records", default=str(blocks.RECORDS), help="the committed records of finished runs")
+    parser.add_argument("--block", nargs="+", choices=blocks.BLOCKS, default=list(blocks.BLOCKS),
+                        help="write only these blocks' sections; the others stay as the page and summary have them")
     parser.add_argument("--drop-missing", action="store_true",
                         help="write the page even though finished runs of the last summary are gone")
     args = parser.parse_args(argv)
     results, page, figure_dir, records = Path(args.results), Path(args.out), Path(args.figures), Path(args.records)
     anchors = yaml.safe_load((HERE / "anchors.yml").read_text())
-    text = (HERE / "template.md").read_text()
+    template = (HERE / "template.md").read_text()
     all_grids = [read_grid(block, path, results, records) for block in blocks.BLOCKS for path in blocks.grids(block)]
     kept = keep_records(all_grids, records)  # whatever happens next, no finished run here is lost with its machine
-    lost = lost_runs(Path(args.summary), all_grids)
+    chosen = [grid for grid in all_grids if grid.block in args.block]
+    lost = lost_runs(Path(args.summary), chosen)
     if lost and not args.drop_missing:
         gone = sorted({name.split("/")[0] for name in lost})
         print(f"page.py: {args.summary} lists {len(lost)} finished run(s) with neither a folder under {results} nor "
               f"a record under {records} (e.g. {lost[0]}); the page would lose them. Run them again (make results "
-              f"BLOCK={'|'.join(gone)}) or pass --drop-missing. {kept} records written.", file=sys.stderr)
+              f"BLOCK={'|'.join(gone)}), write only other blocks (--block), or pass --drop-missing. {kept} records "
+              f"written.", file=sys.stderr)
         return 1
+    kept_blocks = [block for block in blocks.BLOCKS if block not in args.block]
+    try:
+        old_page = sections(page.read_text()) if kept_blocks else {}
+        old_summary = json.loads(Path(args.summary).read_text()) if kept_blocks else {}
+        old = {block: old_page[heading_of(template, block)] for block in kept_blocks}
+        entries = {f"{g.block}/{g.name}": old_summary[f"{g.block}/{g.name}"] if g.block in kept_blocks else None
+                   for g in all_grids}
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"page.py: {page} or {args.summary} lacks the sections of {', '.join(kept_blocks)} that --block keeps; "
+              f"write every block (no --block)", file=sys.stderr)
+        return 1
+    text = template
     for block in blocks.BLOCKS:
-        grids = [grid for grid in all_grids if grid.block == block]
-        section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
-        text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
-    missing = [g for g in all_grids if g.status != "complete"]
-    cluster = "\n".join(f"{g.command} --address auto    # {g.status}" for g in missing)
+        if block in args.block:
+            grids = [grid for grid in all_grids if grid.block == block]
+            section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
+            text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
+    if kept_blocks:  # the kept blocks' sections as the page had them
+        parts = sections(text)
+        parts.update({heading_of(template, block): old[block] for block in kept_blocks})
+        text = "".join(parts.values())
+    new_summary = summary(chosen)
+    merged = {key: entry if entry is not None else new_summary[key] for key, entry in entries.items()}
+    runs = [run for entry in merged.values() for run in entry["runs"]]
+    finished = sum(run.get("status") == "finished" for run in runs)
+    missing = [entry for entry in merged.values() if entry["status"] != "complete"]
+    cluster = "\n".join(f"{entry['command']} --address auto    # {entry['status']}" for entry in missing)
     text = text.replace("{{not_run}}", f"```\n{cluster}\n```" if missing else "Every block's grid is complete.")
-    finished = sum(len(g.finished) for g in all_grids)
-    started = sum(1 for g in all_grids if g.planned)
-    text = text.replace("{{generated}}", f"Grids started: {started} of {len(all_grids)}; runs finished: {finished} of "
-                        f"the {sum(len(g.planned) for g in all_grids)} that the started grids hold.")
+    text = text.replace("{{generated}}", f"Grids started: {sum(1 for e in merged.values() if e['runs'])} of "
+                        f"{len(merged)}; runs finished: {finished} of the {len(runs)} that the started grids hold.")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text.rstrip() + "\n")
-    Path(args.summary).write_text(json.dumps(summary(all_grids), indent=1) + "\n")
+    Path(args.summary).write_text(json.dumps(merged, indent=1) + "\n")
     print(f"wrote {page} and {args.summary}: {finished} finished runs ({kept} records written under {records})")
     return 0
 

@@ -466,6 +466,31 @@ def heading_of(template: str, block: str) -> str:
     return [line for line in before.splitlines() if line.startswith("## ")][-1]
 
 
+def kept_parts(page: Path, summary_path: Path, template: str, kept: Sequence[str]) -> tuple[dict, dict]:
+    """The sections of the kept blocks as the page has them, by heading, and their grids' summary entries; a
+    KeyError (or an OSError, ValueError) where the page or the summary lacks one."""
+    if not kept:
+        return {}, {}
+    old_page, old_summary = sections(page.read_text()), json.loads(summary_path.read_text())
+    headings = [heading_of(template, block) for block in kept]
+    entries = {f"{block}/{path.stem}": old_summary[f"{block}/{path.stem}"] for block in kept
+               for path in blocks.grids(block)}
+    return {heading: old_page[heading] for heading in headings}, entries
+
+
+def with_counts(text: str, entries: dict[str, Any]) -> tuple[str, int]:
+    """The page with its grid and run counts and section 5's cluster commands, from the summary's entries; and
+    how many runs are finished."""
+    runs = [run for entry in entries.values() for run in entry["runs"]]
+    finished = sum(run.get("status") == "finished" for run in runs)
+    missing = [entry for entry in entries.values() if entry["status"] != "complete"]
+    cluster = "\n".join(f"{entry['command']} --address auto    # {entry['status']}" for entry in missing)
+    text = text.replace("{{not_run}}", f"```\n{cluster}\n```" if missing else "Every block's grid is complete.")
+    text = text.replace("{{generated}}", f"Grids started: {sum(1 for e in entries.values() if e['runs'])} of "
+                        f"{len(entries)}; runs finished: {finished} of the {len(runs)} that the started grids hold.")
+    return text, finished
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=str(ROOT / blocks.DEFAULT_RESULTS), help="the sweep folders' root")
@@ -494,34 +519,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kept_blocks = [block for block in blocks.BLOCKS if block not in args.block]
     try:
-        old_page = sections(page.read_text()) if kept_blocks else {}
-        old_summary = json.loads(Path(args.summary).read_text()) if kept_blocks else {}
-        old = {block: old_page[heading_of(template, block)] for block in kept_blocks}
-        entries = {f"{g.block}/{g.name}": old_summary[f"{g.block}/{g.name}"] if g.block in kept_blocks else None
-                   for g in all_grids}
-    except (OSError, ValueError, KeyError, TypeError):
+        old_sections, old_entries = kept_parts(page, Path(args.summary), template, kept_blocks)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         print(f"page.py: {page} or {args.summary} lacks the sections of {', '.join(kept_blocks)} that --block keeps; "
               f"write every block (no --block)", file=sys.stderr)
         return 1
     text = template
-    for block in blocks.BLOCKS:
-        if block in args.block:
-            grids = [grid for grid in all_grids if grid.block == block]
-            section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
-            text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
-    if kept_blocks:  # the kept blocks' sections as the page had them
-        parts = sections(text)
-        parts.update({heading_of(template, block): old[block] for block in kept_blocks})
-        text = "".join(parts.values())
-    new_summary = summary(chosen)
-    merged = {key: entry if entry is not None else new_summary[key] for key, entry in entries.items()}
-    runs = [run for entry in merged.values() for run in entry["runs"]]
-    finished = sum(run.get("status") == "finished" for run in runs)
-    missing = [entry for entry in merged.values() if entry["status"] != "complete"]
-    cluster = "\n".join(f"{entry['command']} --address auto    # {entry['status']}" for entry in missing)
-    text = text.replace("{{not_run}}", f"```\n{cluster}\n```" if missing else "Every block's grid is complete.")
-    text = text.replace("{{generated}}", f"Grids started: {sum(1 for e in merged.values() if e['runs'])} of "
-                        f"{len(merged)}; runs finished: {finished} of the {len(runs)} that the started grids hold.")
+    for block in args.block:
+        grids = [grid for grid in all_grids if grid.block == block]
+        section = BUILDERS[block](grids, anchors[block], page, figure_dir).rstrip()
+        text = text.replace("{{" + block + "}}", section + "\n\n" + anchor_text(block, anchors[block]).rstrip())
+    parts = sections(text)
+    parts.update(old_sections)
+    new_entries = summary(chosen)
+    merged = {key: old_entries.get(key) or new_entries[key] for key in (f"{g.block}/{g.name}" for g in all_grids)}
+    text, finished = with_counts("".join(parts.values()), merged)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text.rstrip() + "\n")
     Path(args.summary).write_text(json.dumps(merged, indent=1) + "\n")

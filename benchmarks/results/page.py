@@ -27,7 +27,7 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,12 +107,18 @@ def read_grid(block: str, path: Path, results: Path, records: Path) -> Grid:
             folder, meta = record, read_meta(record)
         grid.metas[spec["name"]] = meta
         if meta.get("status") == "finished":
-            grid.finished.append(plotting.load_run(folder))
+            grid.finished.append(as_planned(plotting.load_run(folder), spec))
         elif meta and (folder / "evaluations.csv").is_file():
-            run = plotting.load_run(folder)
+            run = as_planned(plotting.load_run(folder), spec)
             if run.evaluations["step"].size:
                 grid.unfinished.append(run)
     return grid
+
+
+def as_planned(run: plotting.RunData, spec: dict[str, Any]) -> plotting.RunData:
+    """The run named by the preset its grid asked for: ``--algo der`` stacks on the Rainbow preset, so its run.json
+    variant says "rainbow"; plain DQN keeps its variant (Double DQN or not, switches)."""
+    return run if spec.get("algo", "dqn") == "dqn" else replace(run, algo=spec["algo"])
 
 
 def keep_records(grids: Sequence[Grid], records: Path) -> int:

@@ -91,7 +91,7 @@ def read_grid(block: str, path: Path, results: Path, records: Path) -> Grid:
     except (OSError, ValueError, KeyError, TypeError):
         state = {}
         planned = blocks.grid_runs(path)[0]
-        if any((blocks.record_path(records, block, path.stem, run.name) / "run.json").is_file() for run in planned):
+        if any(blocks.has_record(records, block, path.stem, run.name) for run in planned):
             grid.planned = [asdict(run) for run in planned]
     saved = state.get("command")
     if isinstance(saved, list) and "--grid" in saved[:-1]:

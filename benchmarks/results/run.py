@@ -69,6 +69,10 @@ def record_path(records: Path, block: str, grid: str, run: str) -> Path:
     return records / block / grid / run
 
 
+def has_record(records: Path, block: str, grid: str, run: str) -> bool:
+    return (record_path(records, block, grid, run) / "run.json").is_file()
+
+
 def keep(run_dir: Path, record: Path) -> None:
     """Write (or replace) ``record`` with the small files of the finished run in ``run_dir``: into a new folder
     first, so an interrupted copy never leaves a half record in place of a whole one."""
@@ -87,23 +91,21 @@ def restore(records: Path, block: str, grid: str, out: Path, names: list[str]) -
     already there, finished or not, is left as it is); the names restored."""
     restored = []
     for name in names:
-        record = record_path(records, block, grid, name)
-        if (record / "run.json").is_file() and not (out / name).exists():
-            shutil.copytree(record, out / name)
+        if has_record(records, block, grid, name) and not (out / name).exists():
+            shutil.copytree(record_path(records, block, grid, name), out / name)
             restored.append(name)
     return restored
 
 
-def restore_grid(grid: Path, argv_sweep: list[str], records: Path) -> int:
-    """Open the grid's sweep folder as ``qzoo sweep`` will (the same runs and command) and restore its records;
-    how many runs were restored."""
+def restore_grid(grid: Path, argv_sweep: list[str], out: Path, records: Path) -> int:
+    """Open the grid's sweep folder ``out`` as ``qzoo sweep`` will (the same runs and command) and restore its
+    records; how many runs were restored."""
     from qzoo import sweep
 
     runs, _ = grid_runs(grid)
     names = [run.name for run in runs]
-    if not any((record_path(records, grid.parent.name, grid.stem, name) / "run.json").is_file() for name in names):
+    if not any(has_record(records, grid.parent.name, grid.stem, name) for name in names):
         return 0
-    out = Path(argv_sweep[argv_sweep.index("--out") + 1])
     sweep.open_sweep(out, runs, ["qzoo", *argv_sweep])
     return len(restore(records, grid.parent.name, grid.stem, out, names))
 
@@ -133,13 +135,12 @@ def main(argv: list[str] | None = None) -> int:
                 runs, _ = grid_runs(grid)
                 for run in runs:
                     status = read_meta(out / run.name).get("status") or "missing"
-                    if status != "finished" and (record_path(Path(args.records), block, grid.stem, run.name)
-                                                 / "run.json").is_file():
+                    if status != "finished" and has_record(Path(args.records), block, grid.stem, run.name):
                         status = "finished (its record)"
                     print(f"  {run.name}: {status}")
                 continue
             try:
-                restored = restore_grid(grid, argv_sweep, Path(args.records))
+                restored = restore_grid(grid, argv_sweep, out, Path(args.records))
             except QzooError as exc:  # e.g. the folder holds another sweep: the sweep would refuse it too
                 print(f"qzoo: {exc}", file=sys.stderr)
                 failed += 1

@@ -31,6 +31,12 @@ def test_a_grid_expands_to_every_env_value_and_seed_with_distinct_names():
     assert runs[-1].name == "dqn-MinAtar-Breakout-v1-double_q=false-s5" and runs[-1].overrides["double_q"] is False
 
 
+def test_a_sweep_submits_every_cell_once_before_it_repeats_a_seed():
+    runs = sweep.expand(["PongNoFrameskip-v4", "BreakoutNoFrameskip-v4"], "der", [2, 0, 1], {}, {})
+    order = [(run.env_id[:4], run.overrides["seed"]) for run in sweep.seed_first(runs)]
+    assert order == [("Pong", 0), ("Brea", 0), ("Pong", 1), ("Brea", 1), ("Pong", 2), ("Brea", 2)]
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--seeds", "3-1"], "expected distinct seeds"),
     (["--seeds", "x"], "expected seeds like"),

@@ -181,6 +181,13 @@ def pending(out: Path, runs: Sequence[RunSpec]) -> list[RunSpec]:
     return [run for run in runs if read_meta(out / run.name).get("status") != "finished"]
 
 
+def seed_first(runs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``runs`` in the order a sweep submits them: every cell's lowest seed, then every cell's next one, the grid's
+    order within a seed. A sweep stopped part way (a block longer than a working session) has then covered its
+    envs and values once before it repeats any of them."""
+    return sorted(runs, key=lambda run: run.overrides["seed"])
+
+
 def open_sweep(out: Path, runs: Sequence[RunSpec], command: list[str] | None) -> None:
     """Create the sweep folder, or check that an existing one holds the same grid (a restart)."""
     state = {"runs": [asdict(run) for run in runs], "command": command}
@@ -218,7 +225,7 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
             marker = uuid.uuid4().hex
             (out / MARKER_FILE).write_text(marker)
             task = ray.remote(num_cpus=1, max_retries=retries)(train_one)
-            refs = {task.remote(asdict(run), str(out.resolve()), marker): run for run in todo}
+            refs = {task.remote(asdict(run), str(out.resolve()), marker): run for run in seed_first(todo)}
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
                 run = refs.pop(ready[0])

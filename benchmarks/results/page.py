@@ -238,17 +238,25 @@ def group(pairs: Sequence[tuple[Grid, plotting.RunData]], key) -> dict[Any, list
     return dict(sorted(groups.items(), key=lambda item: str(item[0])))
 
 
+def planned_label(spec: dict[str, Any]) -> str:
+    """A planned run's algorithm as the tables name it (``algorithm_name`` of its finished run)."""
+    algo = spec["algo"]
+    if algo == "dqn":
+        return "Double DQN" if spec.get("overrides", {}).get("double_q", True) else "DQN"
+    return {"rainbow": "Rainbow", "der": "DER"}.get(algo, algo)
+
+
 def planned_count(grids: Sequence[Grid], env_id: str, name: str) -> int:
     """Runs of this env and algorithm the grids ask for (seeds)."""
-    count = 0
-    for grid in grids:
-        for spec in grid.planned:
-            overrides = spec.get("overrides", {})
-            algo = spec["algo"]
-            label = ("Double DQN" if overrides.get("double_q", True) else "DQN") if algo == "dqn" else \
-                {"rainbow": "Rainbow", "der": "DER"}.get(algo, algo)
-            count += spec["env_id"] == env_id and label == name
-    return count
+    return sum(spec["env_id"] == env_id and planned_label(spec) == name for grid in grids for spec in grid.planned)
+
+
+def cells(grids: Sequence[Grid], pairs: Sequence[tuple[Grid, plotting.RunData]]) -> dict[tuple[str, str], list]:
+    """Every (env id, algorithm) the grids plan, with its finished runs: a cell none of whose seeds has finished yet
+    keeps its row (empty list), so a partial block shows what it still lacks."""
+    found = group(pairs, lambda r: (r.env_id, algorithm_name(r)))
+    planned = {(spec["env_id"], planned_label(spec)) for grid in grids for spec in grid.planned}
+    return {cell: found.get(cell, []) for cell in sorted(planned | set(found), key=str)}
 
 
 def block_opening(grids: list[Grid]) -> tuple[list, str]:
@@ -264,9 +272,14 @@ def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     if not pairs:
         return text
     rows = []
-    for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
+    for (env_id, name), members in cells(grids, pairs).items():
         anchor = anchors["envs"].get(env_id) or {}
         runs = [r for _, r in members]
+        if not runs:
+            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet", "-",
+                         f"{anchor['mean']:.2f} +/- {anchor['std']:.2f}" if anchor.get("mean") is not None else "-",
+                         "-", "-"])
+            continue
         metas = [meta_of(g, r) for g, r in members]
         rows.append([env_id, name, f"{len(runs)} of {planned_count(grids, env_id, name)}",
                      ci_text([r.final_score for r in runs if r.final_score is not None], 1),
@@ -364,7 +377,7 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
     if not pairs:
         return text
     rows = []
-    for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
+    for (env_id, name), members in cells(grids, pairs).items():
         game = stats.atari_game(env_id)
         anchor = anchors["games"].get(game) or {}
         runs = [r for _, r in members]
@@ -372,6 +385,11 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
         low, high = anchor.get("random"), anchor.get("human")
         normalise = (lambda s: f"{(s - low) / (high - low):.3f}") if low is not None and high is not None else None
         der = anchor.get("der")
+        if not runs:
+            rows.append([game, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet",
+                         f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})", "-",
+                         normalise(der) if normalise and der is not None else "-", "-", "-"])
+            continue
         rows.append([game, name, f"{len(runs)} of {planned_count(grids, env_id, name)}", ci_text(scores, 1),
                      f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})",
                      normalise(statistics.fmean(scores)) if normalise and scores else "-",
@@ -381,8 +399,10 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
                    "human-normalised, qzoo mean", "human-normalised, DER", "wall-clock per run", "CPU"], rows)
     iqm = plotting.iqm_by_label([r for _, r in pairs])
     games = sorted({stats.atari_game(r.env_id) for _, r in pairs})
+    planned = {spec["env_id"] for grid in grids for spec in grid.planned}
     text += "\n" + "\n".join(
-        f"IQM of human-normalised final scores, {label}, {len(games)} games ({', '.join(games)}): "
+        f"IQM of human-normalised final scores, {label}, {len(games)} of the {len(planned)} games planned "
+        f"({', '.join(games)}): "
         f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)"
         for label, (point, lo, hi, _) in iqm.items())
     return text + "\n\n" + figures([r for _, r in pairs], figure_dir / "atari100k", page, [])
@@ -393,10 +413,14 @@ def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     if not pairs:
         return text
     rows = []
-    for (env_id, name), members in group(pairs, lambda r: (r.env_id, algorithm_name(r))).items():
+    for (env_id, name), members in cells(grids, pairs).items():
         game = env_id.split("/")[-1].split("-v")[0]
         anchor = (anchors["games"].get(game) or {}).get("dqn")
         runs = [r for _, r in members]
+        if not runs:
+            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet",
+                         f"{anchor:g}" if anchor is not None else "- (not read yet)", "-", "-"])
+            continue
         rows.append([env_id, name, f"{len(runs)} of {planned_count(grids, env_id, name)}",
                      ci_text([r.final_score for r in runs if r.final_score is not None], 2),
                      f"{anchor:g}" if anchor is not None else "- (not read yet)",

@@ -153,11 +153,16 @@ def lost_runs(summary_path: Path, grids: Sequence[Grid]) -> list[str]:
 # ------------------------------------------------------------------------------------------- formatting
 
 
+def table_label(algo: str, double_q: bool) -> str:
+    """DQN, Double DQN, Rainbow or DER, as the tables name an algorithm."""
+    if algo == "dqn":
+        return "Double DQN" if double_q else "DQN"
+    return {"rainbow": "Rainbow", "der": "DER"}.get(algo, algo)
+
+
 def algorithm_name(run: plotting.RunData) -> str:
-    """DQN, Double DQN, Rainbow or DER: the variant run.json names, and double_q for plain DQN."""
-    if run.algo == "dqn":
-        return "Double DQN" if run.config.get("double_q") else "DQN"
-    return {"rainbow": "Rainbow", "der": "DER"}.get(run.algo, run.algo)
+    """A finished run's algorithm: the variant run.json names, and double_q for plain DQN."""
+    return table_label(run.algo, bool(run.config.get("double_q")))
 
 
 def ci_text(values: Sequence[float], digits: int = 1) -> str:
@@ -239,11 +244,8 @@ def group(pairs: Sequence[tuple[Grid, plotting.RunData]], key) -> dict[Any, list
 
 
 def planned_label(spec: dict[str, Any]) -> str:
-    """A planned run's algorithm as the tables name it (``algorithm_name`` of its finished run)."""
-    algo = spec["algo"]
-    if algo == "dqn":
-        return "Double DQN" if spec.get("overrides", {}).get("double_q", True) else "DQN"
-    return {"rainbow": "Rainbow", "der": "DER"}.get(algo, algo)
+    """A planned run's algorithm (``algorithm_name`` of its finished run): the presets' double_q is true."""
+    return table_label(spec["algo"], spec.get("overrides", {}).get("double_q", True))
 
 
 def planned_count(grids: Sequence[Grid], env_id: str, name: str) -> int:

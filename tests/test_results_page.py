@@ -110,7 +110,7 @@ def test_classic_rows_give_finished_seeds_and_bootstrap_intervals_over_them_with
     assert f"{mean:.1f} [{low:.1f}, {high:.1f}]" in dqn and "450.0 [400.0, 500.0]" in dqn
     assert "500.00 +/- 0.00" in dqn and "Test CPU 9000, 2 CPUs" in dqn and "1.8 min (1.7-1.8)" in dqn
     (double,) = row(text, "CartPole-v1", "Double DQN", "1 of 2")  # the unfinished seed is not in the table
-    assert "300.0 [300.0, 300.0]" in double and "290.0 [290.0, 290.0]" in double
+    assert "| 300.0 (one seed: no interval) | 290.0 (one seed: no interval) |" in double
     assert "`classic/dqn`: 3 of 4 runs finished" in text and "`classic/rainbow`: not run yet" in text
 
 
@@ -136,6 +136,17 @@ def test_atari100k_rows_carry_the_published_der_score_and_the_iqm_its_interval(p
     assert re.search(r"IQM of human-normalised final scores, der, 2 of the 3 games planned \(Breakout, Pong\): "
                      r"\*\*-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]\*\*", text)
     assert "![curves](figures/results/atari100k/curves.png)" in text
+
+
+def test_minatar_figures_leave_out_the_iqm_across_games_whose_scores_have_no_common_scale(tmp_path):
+    from qzoo import plotting
+
+    for game, score in (("Asterix", 12.0), ("Breakout", 9.0)):
+        fake_run(tmp_path / "runs" / game, f"MinAtar/{game}-v1", "dqn", 0, [(1000000, 600.0, score, 1.0)], 600.0)
+    runs = plotting.find_runs([tmp_path / "runs"])
+    text = load("page").figures(runs, tmp_path / "figures", tmp_path / "results.md", [], iqm=False)
+    assert text == "![curves](figures/curves.png)\n"
+    assert sorted(f.name for f in (tmp_path / "figures").iterdir()) == ["curves.png", "scores.md"]
 
 
 def test_blocks_without_data_say_not_run_yet_with_the_commands_of_their_specs(page):

@@ -168,6 +168,8 @@ def algorithm_name(run: plotting.RunData) -> str:
 def ci_text(values: Sequence[float], digits: int = 1) -> str:
     if not values:
         return "-"
+    if len(values) == 1:  # a bootstrap over one seed is that seed: [x, x] would read as an interval
+        return f"{values[0]:.{digits}f} (one seed: no interval)"
     mean, low, high = stats.bootstrap_ci(values)
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -225,10 +227,16 @@ def status_text(grids: Sequence[Grid]) -> str:
 # ----------------------------------------------------------------------------------------------- blocks
 
 
-def figures(runs: list[plotting.RunData], folder: Path, page: Path, label_keys: Sequence[str]) -> str:
-    """``qzoo plot``'s curves and IQM for the runs, as PNG into ``folder``; Markdown image links."""
+def figures(runs: list[plotting.RunData], folder: Path, page: Path, label_keys: Sequence[str],
+            iqm: bool = True) -> str:
+    """``qzoo plot``'s curves and IQM (unless ``iqm`` is false) for the runs, as PNG into ``folder``; Markdown
+    image links."""
     _, files, _ = plotting.report([r.path for r in runs], folder, label_keys=label_keys, formats=("png",))
     images = [f for f in files if f.suffix == ".png"]
+    if not iqm:
+        for f in [f for f in images if f.stem == "iqm"]:
+            f.unlink()
+            images.remove(f)
     return "\n".join(f"![{f.stem}]({relative(f, page)})" for f in images) + "\n"
 
 
@@ -429,7 +437,8 @@ def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
                      wall_clock([meta_of(g, r) for g, r in members]), cpu_text([meta_of(g, r) for g, r in members])])
     text += table(["game", "algorithm", "seeds finished", "final score, mean [95% CI]",
                    "Young & Tian 2019 DQN at 1M frames", "wall-clock per run", "CPU"], rows)
-    return text + "\n" + figures([r for _, r in pairs], figure_dir / "minatar", page, [])
+    # MinAtar has no reference scores (stats.normalise: raw), so an IQM across its games would mix their scales
+    return text + "\n" + figures([r for _, r in pairs], figure_dir / "minatar", page, [], iqm=False)
 
 
 def anchor_text(block: str, anchors: dict) -> str:

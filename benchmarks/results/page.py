@@ -336,7 +336,8 @@ def spaceinvaders_block(grids: list[Grid], anchors: dict, page: Path, figure_dir
             when, minute = f"{passed[0]:,.0f}", minutes(passed[1])
         else:
             best = float(evals["result"].max()) if evals["result"].size else float("nan")
-            when, minute = f"not passed{'' if done else ' yet'}: best mean - std {best:.1f}, {mark - best:.1f} short", "-"
+            gap = f"best mean - std {best:.1f}, {mark - best:.1f} short"
+            when, minute = f"not passed{'' if done else ' yet'}: {gap}", "-"
         progress = "finished" if done else f"unfinished: last evaluation at {evals['step'][-1]:,.0f} env steps"
         rows.append([grid.name, algorithm_name(run), run.config.get("seed"), progress, when, minute, last,
                      f"{evals['result'][-1]:.1f}" if evals["result"].size else "-",

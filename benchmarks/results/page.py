@@ -21,6 +21,7 @@ run on one machine can be published without the folders of the others.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import importlib.util
 import json
@@ -286,7 +287,7 @@ def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
         anchor = anchors["envs"].get(env_id) or {}
         runs = [r for _, r in members]
         if not runs:
-            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet", "-",
+            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet", "-",
                          f"{anchor['mean']:.2f} +/- {anchor['std']:.2f}" if anchor.get("mean") is not None else "-",
                          "-", "-"])
             continue
@@ -397,7 +398,7 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
         normalise = (lambda s: f"{(s - low) / (high - low):.3f}") if low is not None and high is not None else None
         der = anchor.get("der")
         if not runs:
-            rows.append([game, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet",
+            rows.append([game, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet",
                          f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})", "-",
                          normalise(der) if normalise and der is not None else "-", "-", "-"])
             continue
@@ -411,10 +412,12 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
     iqm = plotting.iqm_by_label([r for _, r in pairs])
     games = sorted({stats.atari_game(r.env_id) for _, r in pairs})
     planned = {spec["env_id"] for grid in grids for spec in grid.planned}
+    # one seed per game: every stratified resample is the same runs, so the interval would be the point itself
+    single = max(collections.Counter(r.env_id for _, r in pairs).values()) == 1
     text += "\n" + "\n".join(
         f"IQM of human-normalised final scores, {label}, {len(games)} of the {len(planned)} games planned "
-        f"({', '.join(games)}): "
-        f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)"
+        f"({', '.join(games)}): " + (f"**{point:.3f}** (one seed per game: no interval)" if single else
+                                     f"**{point:.3f} [{lo:.3f}, {hi:.3f}]** (95% stratified bootstrap CI)")
         for label, (point, lo, hi, _) in iqm.items())
     return text + "\n\n" + figures([r for _, r in pairs], figure_dir / "atari100k", page, [])
 
@@ -429,7 +432,7 @@ def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
         anchor = (anchors["games"].get(game) or {}).get("dqn")
         runs = [r for _, r in members]
         if not runs:
-            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "not run yet",
+            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet",
                          f"{anchor:g}" if anchor is not None else "- (not read yet)", "-", "-"])
             continue
         rows.append([env_id, name, f"{len(runs)} of {planned_count(grids, env_id, name)}",

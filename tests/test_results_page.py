@@ -139,6 +139,21 @@ def test_atari100k_rows_carry_the_published_der_score_and_the_iqm_its_interval(p
     assert "![curves](figures/results/atari100k/curves.png)" in text
 
 
+def test_an_iqm_over_one_seed_per_game_gives_the_point_and_no_interval(tmp_path):
+    der = tmp_path / "results" / "atari100k" / "der"
+    games = {"BreakoutNoFrameskip-v4": 6.4, "PongNoFrameskip-v4": -18.0}
+    fake_sweep(der, [{"name": f"der-{env}-s0", "env_id": env, "algo": "der", "overrides": {"seed": 0}}
+                     for env in games])
+    for env, score in games.items():
+        fake_run(der / f"der-{env}-s0", env, "rainbow", 0, [(100000, 900.0, score, 1.0)], seconds=900.0)
+    out = tmp_path / "results.md"
+    assert load("page").main(["--results", str(tmp_path / "results"), "--out", str(out), "--figures",
+                              str(tmp_path / "figures"), "--summary", str(tmp_path / "summary.json"),
+                              "--records", str(tmp_path / "records")]) == 0
+    assert re.search(r"IQM of human-normalised final scores, der, 2 of the 2 games planned \(Breakout, Pong\): "
+                     r"\*\*\d\.\d{3}\*\* \(one seed per game: no interval\)", out.read_text())
+
+
 def test_minatar_figures_leave_out_the_iqm_across_games_whose_scores_have_no_common_scale(tmp_path):
     from qzoo import plotting
 

@@ -285,18 +285,17 @@ def classic_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     rows = []
     for (env_id, name), members in cells(grids, pairs).items():
         anchor = anchors["envs"].get(env_id) or {}
+        zoo = f"{anchor['mean']:.2f} +/- {anchor['std']:.2f}" if anchor.get("mean") is not None else "-"
         runs = [r for _, r in members]
         if not runs:
-            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet", "-",
-                         f"{anchor['mean']:.2f} +/- {anchor['std']:.2f}" if anchor.get("mean") is not None else "-",
+            rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet", "-", zoo,
                          "-", "-"])
             continue
         metas = [meta_of(g, r) for g, r in members]
         rows.append([env_id, name, f"{len(runs)} of {planned_count(grids, env_id, name)}",
                      ci_text([r.final_score for r in runs if r.final_score is not None], 1),
                      ci_text([r.final_result for r in runs if r.final_result is not None], 1),
-                     f"{anchor['mean']:.2f} +/- {anchor['std']:.2f}" if anchor.get("mean") is not None else "-",
-                     wall_clock(metas), cpu_text(metas)])
+                     zoo, wall_clock(metas), cpu_text(metas)])
     text += table(["env", "algorithm", "seeds finished", "final score, mean [95% CI]",
                    "final mean - std, mean [95% CI]", "RL-Zoo DQN (one run, mean +/- std)",
                    "wall-clock per run, median (min-max)", "CPU"], rows)
@@ -397,15 +396,14 @@ def atari100k_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Pa
         low, high = anchor.get("random"), anchor.get("human")
         normalise = (lambda s: f"{(s - low) / (high - low):.3f}") if low is not None and high is not None else None
         der = anchor.get("der")
+        der_text = f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})"
+        der_normalised = normalise(der) if normalise and der is not None else "-"
         if not runs:
-            rows.append([game, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet",
-                         f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})", "-",
-                         normalise(der) if normalise and der is not None else "-", "-", "-"])
+            rows.append([game, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet", der_text,
+                         "-", der_normalised, "-", "-"])
             continue
         rows.append([game, name, f"{len(runs)} of {planned_count(grids, env_id, name)}", ci_text(scores, 1),
-                     f"{der:g}" if der is not None else f"- ({anchor.get('note', 'not read')})",
-                     normalise(statistics.fmean(scores)) if normalise and scores else "-",
-                     normalise(der) if normalise and der is not None else "-",
+                     der_text, normalise(statistics.fmean(scores)) if normalise and scores else "-", der_normalised,
                      wall_clock([meta_of(g, r) for g, r in members]), cpu_text([meta_of(g, r) for g, r in members])])
     text += table(["game", "algorithm", "seeds finished", "final score, mean [95% CI]", "DER, van Hasselt 2019",
                    "human-normalised, qzoo mean", "human-normalised, DER", "wall-clock per run", "CPU"], rows)
@@ -430,14 +428,14 @@ def minatar_block(grids: list[Grid], anchors: dict, page: Path, figure_dir: Path
     for (env_id, name), members in cells(grids, pairs).items():
         game = env_id.split("/")[-1].split("-v")[0]
         anchor = (anchors["games"].get(game) or {}).get("dqn")
+        anchor_cell = f"{anchor:g}" if anchor is not None else "- (not read yet)"
         runs = [r for _, r in members]
         if not runs:
             rows.append([env_id, name, f"0 of {planned_count(grids, env_id, name)}", "no seed finished yet",
-                         f"{anchor:g}" if anchor is not None else "- (not read yet)", "-", "-"])
+                         anchor_cell, "-", "-"])
             continue
         rows.append([env_id, name, f"{len(runs)} of {planned_count(grids, env_id, name)}",
-                     ci_text([r.final_score for r in runs if r.final_score is not None], 2),
-                     f"{anchor:g}" if anchor is not None else "- (not read yet)",
+                     ci_text([r.final_score for r in runs if r.final_score is not None], 2), anchor_cell,
                      wall_clock([meta_of(g, r) for g, r in members]), cpu_text([meta_of(g, r) for g, r in members])])
     text += table(["game", "algorithm", "seeds finished", "final score, mean [95% CI]",
                    "Young & Tian 2019 DQN at 1M frames", "wall-clock per run", "CPU"], rows)

@@ -100,6 +100,37 @@ def test_a_local_sweep_with_one_cpu_runs_its_runs_one_after_the_other(tmp_path):
     assert metas[0]["ended"] <= metas[1]["started"], metas  # ISO times of one zone: text order is time order
 
 
+def test_a_signal_to_the_sweep_lets_its_running_run_checkpoint_where_it_is(tmp_path):
+    """SIGTERM to ``qzoo sweep`` (a stopped ``make results``): the running run ends its step, checkpoints there and
+    stops, the queued one never starts, and the sweep exits 128 + 15 saying so. No periodic checkpoint falls in this
+    run, so the checkpoint on disk is the one the signal asked for."""
+    import signal
+    import time
+
+    out = tmp_path / "stop"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, "-c",
+               "from qzoo.cli import entry_point; entry_point()", "sweep", "--env", "CartPole-v1", "--seeds", "0-1",
+               "-n", "1000000", "--set", "eval_freq=0", "checkpoint_freq=900000", "learning_starts=200",
+               "torch_threads=1", "log_interval=250", "--cpus", "1", "--out", str(out)]
+    sweep_process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = out / "dqn-CartPole-v1-s0" / "train.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and sweep_process.poll() is None:
+        if train.is_file() and len(train.read_text().splitlines()) > 4:  # past 1000 env steps: it is learning
+            break
+        time.sleep(0.5)
+    assert sweep_process.poll() is None, sweep_process.communicate()[1][-3000:]
+    sweep_process.send_signal(signal.SIGTERM)
+    stdout, stderr = sweep_process.communicate(timeout=240)
+    assert sweep_process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by signal 15" in stdout and "Traceback" not in stderr, (stdout, stderr[-3000:])
+    meta = json.loads((out / "dqn-CartPole-v1-s0" / "run.json").read_text())
+    (checkpoint,) = (out / "dqn-CartPole-v1-s0" / "checkpoints").glob("step-*")
+    assert meta["status"] == "interrupted" and int(checkpoint.name.split("-")[1]) == meta["steps"] >= 1000, meta
+    assert not (out / "dqn-CartPole-v1-s1").exists()  # queued behind the one CPU: dropped, not started
+
+
 def test_a_sweep_on_a_two_node_loopback_cluster_survives_a_killed_task_and_resumes_only_what_is_missing(tmp_path):
     out = tmp_path / "classic"
     argv = ["sweep", "--env", "CartPole-v1", "--seeds", "0-1", "-n", "3000", "--set-grid", "double_q=true,false",

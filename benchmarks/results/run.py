@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if restored:
                 print(f"  {restored} finished runs restored from their records", flush=True)
-            failed += qzoo_main(argv_sweep) != 0
+            code = qzoo_main(argv_sweep)
+            if code >= 128:  # stopped by a signal (its runs checkpointed where they were): no further grid starts
+                return code
+            failed += code != 0
     return 1 if failed else 0
 
 

@@ -35,7 +35,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -97,6 +97,28 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def stop_signals_noted(note: Callable[[int], None]):
+    """While the block runs in the main thread, SIGINT and SIGTERM only call ``note(signum)`` (a loop acts on it at
+    its next step) and put the previous handlers back, so that a second signal acts at once; the previous handlers
+    are back after the block in any case. Elsewhere than the main thread, signals are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def noted(signum, frame):
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        note(signum)
+
+    previous = {s: signal.signal(s, noted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def lock_run_dir(run_dir: str | Path, command: str | None = None) -> RunLock:
@@ -343,20 +365,8 @@ class RunRecorder:
         A second signal acts at once (the previous handlers are back). SIGKILL cannot be caught:
         a killed run resumes from its last checkpoint.
         """
-        if threading.current_thread() is not threading.main_thread():
+        with stop_signals_noted(lambda signum: setattr(self, "stop_requested", signum)):
             yield
-            return
-
-        def request_stop(signum, frame):
-            self.stop_requested = signum
-            signal.signal(signum, previous[signum])
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def _close(self, agent) -> None:
         self.bar.n = agent.num_timesteps

@@ -213,11 +213,13 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
     which tell its curves apart); the summary (runs done now, skipped, failed, plot files). Each run is a task of
     one CPU, so a local Ray of ``cpus`` CPUs (default: every core) runs at most that many at once."""
     from qzoo.distributed import connect, require_ray
+    from qzoo.runs import stop_signals_noted
 
     open_sweep(out, runs, command)
     todo = pending(out, runs)
     done: list[dict[str, Any]] = []
     failed: list[str] = []
+    stopped: list[int] = []  # the signal that stopped the sweep, if one did
     if todo:
         ray = require_ray()
         started_here = connect(ray, address, 1, cpus)
@@ -226,30 +228,45 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
             (out / MARKER_FILE).write_text(marker)
             task = ray.remote(num_cpus=1, max_retries=retries)(train_one)
             refs = {task.remote(asdict(run), str(out.resolve()), marker): run for run in seed_first(todo)}
-            while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
-                run = refs.pop(ready[0])
-                try:
-                    summary = ray.get(ready[0])
-                except Exception as exc:  # the task failed past its retries: the others go on
-                    failed.append(f"{run.name}: {str(exc).strip().splitlines()[-1]}")
-                    summary = {"name": run.name, "status": "failed"}
-                data = summary.pop("zip", None)
-                if data is not None:  # no shared storage: the finished folder came back with the result
-                    unpack(data, out / run.name)
-                done.append(summary)
-                if on_finished:
-                    on_finished(summary, len(done), len(todo))
+            # A signal to the driver cancels every task: one not started is dropped, and Ray interrupts one running
+            # (SIGINT in its worker), which the run takes as its own stop: it ends its step, checkpoints and returns.
+            # The driver waits for them (ending at once would let Ray kill the workers mid-step), so the same command
+            # resumes each run from the step it reached.
+            with stop_signals_noted(stopped.append):
+                cancelled = False
+                while refs:
+                    if stopped and not cancelled:
+                        for ref in refs:
+                            ray.cancel(ref)
+                        cancelled = True
+                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)  # a signal is seen within 1 s
+                    if not ready:
+                        continue
+                    run = refs.pop(ready[0])
+                    try:
+                        summary = ray.get(ready[0])
+                    except Exception as exc:  # failed past its retries, or cancelled on a signal: the others go on
+                        if stopped:
+                            summary = {"name": run.name, "status": "stopped"}
+                        else:
+                            failed.append(f"{run.name}: {str(exc).strip().splitlines()[-1]}")
+                            summary = {"name": run.name, "status": "failed"}
+                    data = summary.pop("zip", None)
+                    if data is not None:  # no shared storage: the finished folder came back with the result
+                        unpack(data, out / run.name)
+                    done.append(summary)
+                    if on_finished:
+                        on_finished(summary, len(done), len(todo))
         finally:
             (out / MARKER_FILE).unlink(missing_ok=True)
             if started_here:
                 ray.shutdown()
     files: list[str] = []
     finished = [run for run in runs if run not in pending(out, runs)]
-    if finished:
+    if finished and not stopped:
         from qzoo import plotting
 
         _, written, _ = plotting.report([out / run.name for run in finished], out / "plots", label_keys=label_keys)
         files = [str(f) for f in written]
     return {"out": str(out), "runs": len(runs), "ran": len(done), "skipped": len(runs) - len(todo),
-            "failed": failed, "results": done, "plots": files}
+            "failed": failed, "results": done, "plots": files, "stopped_by": stopped[0] if stopped else None}

@@ -125,6 +125,7 @@ def test_a_signal_to_the_sweep_lets_its_running_run_checkpoint_where_it_is(tmp_p
     stdout, stderr = sweep_process.communicate(timeout=240)
     assert sweep_process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "stopped by signal 15" in stdout and "Traceback" not in stderr, (stdout, stderr[-3000:])
+    assert ": 1 ran now, 0 already finished, 0 failed" in stdout and "1 not started" in stdout, stdout  # s1 did not
     meta = json.loads((out / "dqn-CartPole-v1-s0" / "run.json").read_text())
     (checkpoint,) = (out / "dqn-CartPole-v1-s0" / "checkpoints").glob("step-*")
     assert meta["status"] == "interrupted" and int(checkpoint.name.split("-")[1]) == meta["steps"] >= 1000, meta

@@ -206,6 +206,23 @@ def open_sweep(out: Path, runs: Sequence[RunSpec], command: list[str] | None) ->
     path.write_text(json.dumps(state, indent=1) + "\n")
 
 
+def collect(ray: Any, ref: Any, run: RunSpec, out: Path, failed: list[str], stopping: bool) -> dict[str, Any]:
+    """The summary of a task that ended; its folder unpacked into ``out`` when it came back zipped. A task that
+    raised failed past its retries (its reason goes to ``failed``), or, once the sweep is ``stopping``, was
+    cancelled before it started: status 'stopped'."""
+    try:
+        summary = ray.get(ref)
+    except Exception as exc:  # the other tasks go on
+        if stopping:
+            return {"name": run.name, "status": "stopped"}
+        failed.append(f"{run.name}: {str(exc).strip().splitlines()[-1]}")
+        return {"name": run.name, "status": "failed"}
+    data = summary.pop("zip", None)
+    if data is not None:  # no shared storage: the run's folder came back with the result
+        unpack(data, out / run.name)
+    return summary
+
+
 def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, retries: int = 2,
               command: list[str] | None = None, on_finished: Callable[[dict[str, Any], int, int], None] | None = None,
               label_keys: Sequence[str] = (), cpus: int | None = None) -> dict[str, Any]:
@@ -228,35 +245,25 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
             (out / MARKER_FILE).write_text(marker)
             task = ray.remote(num_cpus=1, max_retries=retries)(train_one)
             refs = {task.remote(asdict(run), str(out.resolve()), marker): run for run in seed_first(todo)}
+
+            def wait_for_one() -> None:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)  # a signal is seen within 1 s
+                if ready:
+                    done.append(collect(ray, ready[0], refs.pop(ready[0]), out, failed, bool(stopped)))
+                    if on_finished:
+                        on_finished(done[-1], len(done), len(todo))
+
             # A signal to the driver cancels every task: one not started is dropped, and Ray interrupts one running
             # (SIGINT in its worker), which the run takes as its own stop: it ends its step, checkpoints and returns.
             # The driver waits for them (ending at once would let Ray kill the workers mid-step), so the same command
             # resumes each run from the step it reached.
             with stop_signals_noted(stopped.append):
-                cancelled = False
+                while refs and not stopped:
+                    wait_for_one()
+                for ref in refs:
+                    ray.cancel(ref)
                 while refs:
-                    if stopped and not cancelled:
-                        for ref in refs:
-                            ray.cancel(ref)
-                        cancelled = True
-                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)  # a signal is seen within 1 s
-                    if not ready:
-                        continue
-                    run = refs.pop(ready[0])
-                    try:
-                        summary = ray.get(ready[0])
-                    except Exception as exc:  # failed past its retries, or cancelled on a signal: the others go on
-                        if stopped:
-                            summary = {"name": run.name, "status": "stopped"}
-                        else:
-                            failed.append(f"{run.name}: {str(exc).strip().splitlines()[-1]}")
-                            summary = {"name": run.name, "status": "failed"}
-                    data = summary.pop("zip", None)
-                    if data is not None:  # no shared storage: the finished folder came back with the result
-                        unpack(data, out / run.name)
-                    done.append(summary)
-                    if on_finished:
-                        on_finished(summary, len(done), len(todo))
+                    wait_for_one()
         finally:
             (out / MARKER_FILE).unlink(missing_ok=True)
             if started_here:
@@ -268,5 +275,6 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
 
         _, written, _ = plotting.report([out / run.name for run in finished], out / "plots", label_keys=label_keys)
         files = [str(f) for f in written]
-    return {"out": str(out), "runs": len(runs), "ran": len(done), "skipped": len(runs) - len(todo),
+    ran = [summary for summary in done if summary["status"] != "stopped"]  # not the ones a signal dropped
+    return {"out": str(out), "runs": len(runs), "ran": len(ran), "skipped": len(runs) - len(todo),
             "failed": failed, "results": done, "plots": files, "stopped_by": stopped[0] if stopped else None}

@@ -367,7 +367,7 @@ def course_figure(grids: Sequence[Grid], mark: float, folder: Path) -> Path:
                 if curve is None:
                     continue
                 points, mean, low, high = curve
-                line = ax.plot(points, mean, label=f"{grid.name} ({len(runs)} seeds"
+                line = ax.plot(points, mean, label=f"{grid.name} ({len(runs)} seed{'s' * (len(runs) != 1)}"
                                + (f", {len(grid.unfinished)} unfinished)" if grid.unfinished else ")"))[0]
                 ax.fill_between(points, low, high, color=line.get_color(), alpha=0.2)
             if column == "result":

@@ -132,6 +132,25 @@ def test_a_signal_to_the_sweep_lets_its_running_run_checkpoint_where_it_is(tmp_p
     assert not (out / "dqn-CartPole-v1-s1").exists()  # queued behind the one CPU: dropped, not started
 
 
+@pytest.mark.parametrize("error, status", [("cancelled", "stopped"), ("raised", "failed")])
+def test_once_a_sweep_is_stopping_only_a_cancelled_task_counts_as_not_started(error, status, tmp_path):
+    """A task that truly failed while the signal was being handled is reported as failed, not as stopped."""
+    from types import SimpleNamespace
+
+    import ray
+
+    def get(ref):
+        if error == "cancelled":
+            raise ray.exceptions.TaskCancelledError()
+        raise ValueError("the env broke\nboom")
+
+    run = sweep.RunSpec("dqn-CartPole-v1-s0", "CartPole-v1", "dqn", {"seed": 0})
+    failed: list[str] = []
+    summary = sweep.collect(SimpleNamespace(get=get, exceptions=ray.exceptions), "ref", run, tmp_path, failed, True)
+    assert summary == {"name": run.name, "status": status}
+    assert failed == ([] if status == "stopped" else ["dqn-CartPole-v1-s0: boom"])
+
+
 def test_a_sweep_on_a_two_node_loopback_cluster_survives_a_killed_task_and_resumes_only_what_is_missing(tmp_path):
     out = tmp_path / "classic"
     argv = ["sweep", "--env", "CartPole-v1", "--seeds", "0-1", "-n", "3000", "--set-grid", "double_q=true,false",

@@ -543,11 +543,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     result = sweep.run_sweep(runs, Path(args.out), args.address, args.retries, ["qzoo", *args.argv], progress,
                              label_keys=list(grid), cpus=args.cpus)
-    dropped = sum(summary["status"] == "stopped" for summary in result["results"])
     _print(result, args.json, f"{result['runs']} runs in {args.out}: {result['ran']} ran now, {result['skipped']} "
            f"already finished, {len(result['failed'])} failed" + "".join(f"\n  failed: {f}" for f in result["failed"])
            + (f"\n  stopped by signal {result['stopped_by']}: each run it stopped kept a checkpoint at the step it "
-              f"reached, {dropped} not started; the same command resumes them" if result["stopped_by"] else ""))
+              f"reached, {result['not_started']} not started; the same command resumes them"
+              if result["stopped_by"] else ""))
     if result["stopped_by"]:
         return 128 + result["stopped_by"]
     return 1 if result["failed"] else 0

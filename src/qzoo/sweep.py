@@ -208,12 +208,12 @@ def open_sweep(out: Path, runs: Sequence[RunSpec], command: list[str] | None) ->
 
 def collect(ray: Any, ref: Any, run: RunSpec, out: Path, failed: list[str], stopping: bool) -> dict[str, Any]:
     """The summary of a task that ended; its folder unpacked into ``out`` when it came back zipped. A task that
-    raised failed past its retries (its reason goes to ``failed``), or, once the sweep is ``stopping``, was
-    cancelled before it started: status 'stopped'."""
+    raised was either cancelled before it started, once the sweep is ``stopping`` (status 'stopped'), or failed
+    past its retries (status 'failed', its reason in ``failed``)."""
     try:
         summary = ray.get(ref)
     except Exception as exc:  # the other tasks go on
-        if stopping:
+        if stopping and isinstance(exc, ray.exceptions.TaskCancelledError):
             return {"name": run.name, "status": "stopped"}
         failed.append(f"{run.name}: {str(exc).strip().splitlines()[-1]}")
         return {"name": run.name, "status": "failed"}
@@ -227,8 +227,9 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
               command: list[str] | None = None, on_finished: Callable[[dict[str, Any], int, int], None] | None = None,
               label_keys: Sequence[str] = (), cpus: int | None = None) -> dict[str, Any]:
     """Run what is missing of the sweep on Ray, then plot every finished run (``label_keys``: the grid's keys,
-    which tell its curves apart); the summary (runs done now, skipped, failed, plot files). Each run is a task of
-    one CPU, so a local Ray of ``cpus`` CPUs (default: every core) runs at most that many at once."""
+    which tell its curves apart); the summary (runs done now, runs a signal left unstarted, skipped, failed, plot
+    files). Each run is a task of one CPU, so a local Ray of ``cpus`` CPUs (default: every core) runs at most that
+    many at once."""
     from qzoo.distributed import connect, require_ray
     from qzoo.runs import stop_signals_noted
 
@@ -275,6 +276,7 @@ def run_sweep(runs: Sequence[RunSpec], out: Path, address: str | None = None, re
 
         _, written, _ = plotting.report([out / run.name for run in finished], out / "plots", label_keys=label_keys)
         files = [str(f) for f in written]
-    ran = [summary for summary in done if summary["status"] != "stopped"]  # not the ones a signal dropped
-    return {"out": str(out), "runs": len(runs), "ran": len(ran), "skipped": len(runs) - len(todo),
-            "failed": failed, "results": done, "plots": files, "stopped_by": stopped[0] if stopped else None}
+    not_started = sum(summary["status"] == "stopped" for summary in done)  # the ones a signal dropped
+    return {"out": str(out), "runs": len(runs), "ran": len(done) - not_started, "not_started": not_started,
+            "skipped": len(runs) - len(todo), "failed": failed, "results": done, "plots": files,
+            "stopped_by": stopped[0] if stopped else None}
